@@ -1,0 +1,26 @@
+"""ngrpo-jax: pure-functional JAX library for RL with verifiable rewards on LLM reasoning.
+
+The math core (``advantages``, ``losses``, ``metrics``) is imported eagerly and depends on nothing but JAX.
+The heavier layers (``models``, ``sampling``, ``grading``, ``data``, ``training``, ``sharding``) are
+imported lazily on first attribute access, so ``import ngrpo_jax`` stays cheap.
+"""
+import importlib
+
+from ngrpo_jax import advantages
+from ngrpo_jax import losses
+from ngrpo_jax import metrics
+
+__version__ = "0.1.0"
+
+_LAZY_SUBMODULES = ("models", "sampling", "grading", "data", "training", "sharding")
+
+
+def __getattr__(name):
+  if name in _LAZY_SUBMODULES:
+    module = importlib.import_module(f"ngrpo_jax.{name}")
+    globals()[name] = module
+    return module
+  raise AttributeError(f"module 'ngrpo_jax' has no attribute {name!r}")
+
+
+__all__ = ["advantages", "losses", "metrics", *_LAZY_SUBMODULES]
