@@ -1,0 +1,390 @@
+"""Per-token policy-gradient losses: clipped surrogate (asymmetric / dual clip), KL, entropy, value loss.
+
+All losses take per-token arrays ``[B, T]`` with a response ``mask: bool[B, T]`` and return
+``(loss, diagnostics)`` where ``loss`` is a scalar to *minimise* and ``diagnostics`` a flat dict of scalars
+(already under ``stop_gradient``).
+
+Aggregation (``aggregation=``), with m the mask and l the per-token loss:
+
+* ``"token_mean"`` (DAPO, the NGRPO authors' code):        L = Σ_{b,t} m·l / N_tok
+* ``"seq_mean_token_mean"`` (GRPO Eq. 1, NGRPO Eq. 7):     L = Σ_b [Σ_t m·l / Σ_t m] / N_seq
+* ``"seq_mean_token_sum_norm"`` (Dr. GRPO):                L = Σ_{b,t} m·l / (N_seq · max_length)
+
+``N_tok`` / ``N_seq`` default to this batch's valid-token count / number of rows with at least one valid
+token. **Gradient accumulation**: pass ``normalizer=batch_normalizer(full_mask, aggregation)`` computed on the
+*full* batch to every micro-batch (split along B); then the sum of the micro-batch losses (and gradients)
+equals the full-batch loss exactly. Rows without valid tokens contribute nothing; masked tokens never leak
+(inputs are sanitised with a double ``where``, so NaN/inf at masked positions cannot reach values or grads).
+"""
+from typing import Optional
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = chex.Array
+
+AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
+KL_ESTIMATORS = ("k1", "k2", "k3")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Validation.
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _check_rank(x, rank, name):
+  if not hasattr(x, "ndim"):
+    raise TypeError(f"`{name}` must be an array, got {type(x).__name__}.")
+  if x.ndim != rank:
+    raise ValueError(f"`{name}` must have rank {rank}, got shape {tuple(x.shape)}.")
+
+
+def _check_shape(x, shape, name, ref_name):
+  if tuple(x.shape) != tuple(shape):
+    raise ValueError(f"`{name}` has shape {tuple(x.shape)}, expected {tuple(shape)} (the shape of "
+                     f"`{ref_name}`).")
+
+
+def _check_aggregation(aggregation, max_length):
+  if aggregation not in AGGREGATIONS:
+    raise ValueError(f"`aggregation` must be one of {AGGREGATIONS}, got {aggregation!r}.")
+  if aggregation == "seq_mean_token_sum_norm":
+    if max_length is None or not isinstance(max_length, (int, float)) or max_length <= 0:
+      raise ValueError("`max_length` (a constant > 0, e.g. the generation budget) is required for "
+                       f"aggregation='seq_mean_token_sum_norm', got {max_length!r}.")
+
+
+def _float(x):
+  x = jnp.asarray(x)
+  return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
+
+
+def _mask(mask, shape, ref_name):
+  mask = jnp.asarray(mask)
+  _check_shape(mask, shape, "mask", ref_name)
+  return mask.astype(bool)
+
+
+def _sanitise(x, mask):
+  """Zero masked entries so neither their values nor their gradients can leak (double-where trick)."""
+  return jnp.where(mask, x, jnp.zeros_like(x))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Aggregation.
+# ----------------------------------------------------------------------------------------------------------
+
+
+def batch_normalizer(mask: Array, aggregation: str) -> Array:
+  """The denominator ``aggregate`` uses by default, computed over a (full) batch's ``mask: bool[B, T]``.
+
+  Returns the valid-token count for ``"token_mean"`` and the number of rows with >= 1 valid token for the
+  sequence-level modes. Pass it as ``normalizer=`` to every micro-batch for exact gradient accumulation.
+  """
+  if aggregation not in AGGREGATIONS:
+    raise ValueError(f"`aggregation` must be one of {AGGREGATIONS}, got {aggregation!r}.")
+  mask = jnp.asarray(mask)
+  _check_rank(mask, 2, "mask")
+  mask = mask.astype(bool)
+  if aggregation == "token_mean":
+    return jnp.sum(mask).astype(jnp.float32)
+  return jnp.sum(jnp.any(mask, axis=-1)).astype(jnp.float32)
+
+
+def aggregate(per_token: Array, mask: Array, *, aggregation: str = "seq_mean_token_mean",
+              normalizer: Optional[Array] = None, max_length: Optional[int] = None) -> Array:
+  """Reduces a per-token quantity ``f32[B, T]`` to a scalar (see the module docstring for the formulas).
+
+  Args:
+    per_token: f32[B, T].
+    mask: bool[B, T] of valid (response) tokens.
+    aggregation: one of ``AGGREGATIONS``.
+    normalizer: optional scalar N_tok (token_mean) or N_seq (sequence modes) of the full batch; defaults to
+      ``batch_normalizer(mask, aggregation)``. A zero normaliser gives a loss of 0, not NaN.
+    max_length: constant length L for ``"seq_mean_token_sum_norm"`` (required there, ignored otherwise).
+
+  Returns:
+    f32 scalar.
+  """
+  _check_aggregation(aggregation, max_length)
+  per_token = _float(per_token)
+  _check_rank(per_token, 2, "per_token")
+  mask = _mask(mask, per_token.shape, "per_token")
+  x = _sanitise(per_token, mask)
+  if normalizer is None:
+    normalizer = batch_normalizer(mask, aggregation)
+  normalizer = jnp.asarray(normalizer, per_token.dtype)
+  if aggregation == "token_mean":
+    total = jnp.sum(x)
+  elif aggregation == "seq_mean_token_mean":
+    lengths = jnp.sum(mask, axis=-1).astype(per_token.dtype)
+    seq = jnp.sum(x, axis=-1) / jnp.maximum(lengths, 1.0)
+    total = jnp.sum(seq)
+  else:
+    total = jnp.sum(x) / max_length
+  safe = jnp.where(normalizer > 0, normalizer, 1.0)
+  return jnp.where(normalizer > 0, total / safe, 0.0)
+
+
+def _masked_stats(x, mask):
+  n = jnp.sum(mask)
+  nonempty = n > 0
+  mean = jnp.sum(jnp.where(mask, x, 0.0)) / jnp.maximum(n, 1)
+  mn = jnp.where(nonempty, jnp.min(jnp.where(mask, x, jnp.inf)), 0.0)
+  mx = jnp.where(nonempty, jnp.max(jnp.where(mask, x, -jnp.inf)), 0.0)
+  return mean, mn, mx
+
+
+def _frac(num_mask, den_mask):
+  return jnp.sum(num_mask) / jnp.maximum(jnp.sum(den_mask), 1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Policy loss.
+# ----------------------------------------------------------------------------------------------------------
+
+
+def policy_loss(logp: Array, old_logp: Array, advantages: Array, mask: Array, *, eps_pos: float = 0.2,
+                eps_neg: float = 0.2, dual_clip: Optional[float] = None,
+                aggregation: str = "seq_mean_token_mean", normalizer: Optional[Array] = None,
+                max_length: Optional[int] = None,
+                stop_gradient_advantages: bool = True) -> tuple[Array, dict]:
+  """Clipped surrogate with asymmetric clip range (NGRPO Asymmetric Clipping, Nan et al. 2025, Eq. 8).
+
+  ρ = exp(logp − old_logp);   l = −min(ρ·A, clip(ρ, 1 − eps_neg, 1 + eps_pos)·A)
+
+  For A >= 0 only the upper bound binds (no gradient once ρ > 1 + eps_pos); for A < 0 only the lower one
+  (no gradient once ρ < 1 − eps_neg). eps_pos = eps_neg = ε is PPO (Schulman et al. 2017, arXiv 1707.06347);
+  eps_neg = 0.2, eps_pos = 0.28 is DAPO's clip-higher; NGRPO uses eps_neg = 0.16, eps_pos = 0.24. Optional
+  dual clip (Ye et al. 2020, arXiv 1912.09729) for A < 0: l = min(l, −dual_clip·A), bounding the loss when
+  ρ ≫ 1 on a negative sample.
+
+  Args:
+    logp: f32[B, T] log π_θ of the sampled tokens (differentiated).
+    old_logp: f32[B, T] log π_old (behaviour policy; treated as a constant).
+    advantages: f32[B] (one per sequence, broadcast over tokens) or f32[B, T]; under ``stop_gradient``
+      unless ``stop_gradient_advantages=False``.
+    mask: bool[B, T] response-token mask.
+    eps_pos: upper clip width for A >= 0 (clip-ratio-high), >= 0. Default 0.2.
+    eps_neg: lower clip width for A < 0 (clip-ratio-low), in [0, 1). Default 0.2.
+    dual_clip: None (off) or a constant c > 1.
+    aggregation: see the module docstring; default "seq_mean_token_mean" (Eq. 1 / Eq. 7).
+    normalizer: full-batch N_tok / N_seq for exact micro-batch accumulation (see ``batch_normalizer``).
+    max_length: constant for "seq_mean_token_sum_norm".
+    stop_gradient_advantages: wrap ``advantages`` in ``jax.lax.stop_gradient`` (default True).
+
+  Returns:
+    (loss, diagnostics). Diagnostics (over this batch's valid tokens): ``clip_frac`` (tokens whose gradient
+    is clipped away), ``clip_frac_pos`` / ``clip_frac_neg`` (among A > 0 / A < 0 tokens), ``dual_clip_frac``,
+    ``ratio_mean`` / ``ratio_min`` / ``ratio_max``, ``approx_kl_k3`` = E[(ρ − 1) − log ρ] and
+    ``approx_kl_k2`` = E[½ (log ρ)²] (estimates of KL(π_old‖π_θ)), ``num_tokens``, ``num_pos_tokens``,
+    ``num_neg_tokens``, ``num_seqs``.
+  """
+  for name, v in (("eps_pos", eps_pos), ("eps_neg", eps_neg)):
+    if not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:
+      raise ValueError(f"`{name}` must be a finite number >= 0, got {v!r}.")
+  if eps_neg >= 1:
+    raise ValueError(f"`eps_neg` must be < 1 (the lower clip bound 1 − eps_neg must stay positive), got "
+                     f"{eps_neg!r}.")
+  if dual_clip is not None and (not isinstance(dual_clip, (int, float)) or not dual_clip > 1):
+    raise ValueError(f"`dual_clip` must be None or a number > 1, got {dual_clip!r}.")
+  _check_aggregation(aggregation, max_length)
+  logp, old_logp, advantages = _float(logp), _float(old_logp), _float(advantages)
+  _check_rank(logp, 2, "logp")
+  _check_shape(old_logp, logp.shape, "old_logp", "logp")
+  mask = _mask(mask, logp.shape, "logp")
+  if advantages.ndim == 1:
+    _check_shape(advantages, logp.shape[:1], "advantages", "logp[:, 0]")
+    advantages = jnp.broadcast_to(advantages[:, None], logp.shape)
+  elif advantages.ndim == 2:
+    _check_shape(advantages, logp.shape, "advantages", "logp")
+  else:
+    raise ValueError(f"`advantages` must have rank 1 ([B]) or 2 ([B, T]), got shape {tuple(advantages.shape)}.")
+  if stop_gradient_advantages:
+    advantages = jax.lax.stop_gradient(advantages)
+
+  logp = _sanitise(logp, mask)
+  old_logp = _sanitise(jax.lax.stop_gradient(old_logp), mask)
+  adv = _sanitise(advantages, mask)
+  log_ratio = logp - old_logp
+  ratio = jnp.exp(log_ratio)
+  clipped_ratio = jnp.clip(ratio, 1.0 - eps_neg, 1.0 + eps_pos)
+  per_token = jnp.maximum(-adv * ratio, -adv * clipped_ratio)
+  if dual_clip is not None:
+    per_token = jnp.where(adv < 0, jnp.minimum(per_token, -dual_clip * adv), per_token)
+  loss = aggregate(per_token, mask, aggregation=aggregation, normalizer=normalizer, max_length=max_length)
+
+  sg = jax.lax.stop_gradient
+  ratio_d, log_ratio_d, adv_d = sg(ratio), sg(log_ratio), sg(adv)
+  pos = mask & (adv_d > 0)
+  neg = mask & (adv_d < 0)
+  clipped_pos = pos & (ratio_d > 1.0 + eps_pos)
+  clipped_neg = neg & (ratio_d < 1.0 - eps_neg)
+  dual = neg & (ratio_d > dual_clip) if dual_clip is not None else jnp.zeros_like(mask)
+  r_mean, r_min, r_max = _masked_stats(ratio_d, mask)
+  k3 = jnp.expm1(log_ratio_d) - log_ratio_d
+  k2 = 0.5 * log_ratio_d ** 2
+  diagnostics = {
+      "clip_frac": _frac(clipped_pos | clipped_neg, mask),
+      "clip_frac_pos": _frac(clipped_pos, pos),
+      "clip_frac_neg": _frac(clipped_neg, neg),
+      "dual_clip_frac": _frac(dual, mask),
+      "ratio_mean": r_mean, "ratio_min": r_min, "ratio_max": r_max,
+      "approx_kl_k3": _masked_stats(k3, mask)[0],
+      "approx_kl_k2": _masked_stats(k2, mask)[0],
+      "num_tokens": jnp.sum(mask).astype(jnp.float32),
+      "num_pos_tokens": jnp.sum(pos).astype(jnp.float32),
+      "num_neg_tokens": jnp.sum(neg).astype(jnp.float32),
+      "num_seqs": jnp.sum(jnp.any(mask, axis=-1)).astype(jnp.float32),
+  }
+  return loss, diagnostics
+
+
+# ----------------------------------------------------------------------------------------------------------
+# KL penalty.
+# ----------------------------------------------------------------------------------------------------------
+
+
+def kl_per_token(logp: Array, ref_logp: Array, *, estimator: str = "k3") -> Array:
+  """Per-token estimators of KL(π_θ‖π_ref) from samples of π_θ (Schulman 2020, "Approximating KL").
+
+  With x = log π_ref − log π_θ:  k1 = −x,  k2 = ½ x²,  k3 = eˣ − 1 − x (>= 0, unbiased, low variance; the
+  GRPO paper's Eq. 4). k3 is evaluated as ``expm1(x) − x`` for accuracy near x = 0.
+  """
+  if estimator not in KL_ESTIMATORS:
+    raise ValueError(f"`estimator` must be one of {KL_ESTIMATORS}, got {estimator!r}.")
+  x = _float(ref_logp) - _float(logp)
+  if estimator == "k1":
+    return -x
+  if estimator == "k2":
+    return 0.5 * x * x
+  return jnp.maximum(jnp.expm1(x) - x, 0.0)
+
+
+def kl_penalty(logp: Array, ref_logp: Array, mask: Array, *, estimator: str = "k3",
+               aggregation: str = "seq_mean_token_mean", normalizer: Optional[Array] = None,
+               max_length: Optional[int] = None) -> tuple[Array, dict]:
+  """KL(π_θ‖π_ref) penalty aggregated over response tokens (GRPO, Shao et al. 2024, Eq. 3–4).
+
+  Args:
+    logp: f32[B, T] log π_θ (differentiated).
+    ref_logp: f32[B, T] log π_ref (constant).
+    mask: bool[B, T].
+    estimator: "k1", "k2" or "k3" (default, the GRPO paper's).
+    aggregation / normalizer / max_length: as :func:`aggregate`.
+
+  Returns:
+    (kl, {"kl_mean": token-mean of the estimator, "kl_max": its max over valid tokens}). Multiply by β and
+    add to the loss.
+  """
+  _check_aggregation(aggregation, max_length)
+  logp = _float(logp)
+  _check_rank(logp, 2, "logp")
+  ref_logp = _float(ref_logp)
+  _check_shape(ref_logp, logp.shape, "ref_logp", "logp")
+  mask = _mask(mask, logp.shape, "logp")
+  per_token = kl_per_token(_sanitise(logp, mask), _sanitise(jax.lax.stop_gradient(ref_logp), mask),
+                           estimator=estimator)
+  loss = aggregate(per_token, mask, aggregation=aggregation, normalizer=normalizer, max_length=max_length)
+  mean, _, mx = _masked_stats(jax.lax.stop_gradient(per_token), mask)
+  return loss, {"kl_mean": mean, "kl_max": mx}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Entropy.
+# ----------------------------------------------------------------------------------------------------------
+
+
+def token_entropy(logits: Array) -> Array:
+  """Entropy of softmax(logits) over the last axis, from logits: H = logsumexp(z) − Σ_v p_v z_v.
+
+  Stable for large logits; entries of −inf (banned tokens) contribute 0. Shape: [..., V] → [...].
+  """
+  logits = _float(logits)
+  if logits.ndim < 1:
+    raise ValueError("`logits` must have rank >= 1 (last axis = vocabulary).")
+  finite = jnp.isfinite(logits)
+  safe = jnp.where(finite, logits, 0.0)
+  logz = jax.nn.logsumexp(jnp.where(finite, logits, -jnp.inf), axis=-1)
+  p = jnp.where(finite, jnp.exp(safe - logz[..., None]), 0.0)
+  return logz - jnp.sum(p * safe, axis=-1)
+
+
+def entropy(logits: Array, mask: Optional[Array] = None, *, aggregation: str = "token_mean",
+            normalizer: Optional[Array] = None, max_length: Optional[int] = None) -> tuple[Array, dict]:
+  """Mean policy entropy over response tokens (for an entropy bonus: ``loss − coef · entropy``).
+
+  Args:
+    logits: f32[B, T, V].
+    mask: optional bool[B, T] (default all valid).
+    aggregation / normalizer / max_length: as :func:`aggregate` (default "token_mean").
+
+  Returns:
+    (aggregated entropy — a quantity to *maximise*, {"per_token": f32[B, T] entropies (0 at masked
+    tokens), "entropy_mean": token mean, "entropy_min", "entropy_max"}).
+  """
+  logits = _float(logits)
+  _check_rank(logits, 3, "logits")
+  mask = jnp.ones(logits.shape[:2], bool) if mask is None else _mask(mask, logits.shape[:2], "logits[..., 0]")
+  h = jnp.where(mask, token_entropy(_sanitise(logits, mask[..., None])), 0.0)
+  value = aggregate(h, mask, aggregation=aggregation, normalizer=normalizer, max_length=max_length)
+  mean, mn, mx = _masked_stats(jax.lax.stop_gradient(h), mask)
+  return value, {"per_token": jax.lax.stop_gradient(h), "entropy_mean": mean, "entropy_min": mn,
+                 "entropy_max": mx}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Value loss.
+# ----------------------------------------------------------------------------------------------------------
+
+
+def value_loss(values: Array, old_values: Array, returns: Array, mask: Array, *,
+               clip_eps: Optional[float] = 0.2, aggregation: str = "token_mean",
+               normalizer: Optional[Array] = None, max_length: Optional[int] = None) -> tuple[Array, dict]:
+  """Clipped value loss of the PPO critic (Schulman et al. 2017; as in OpenAI baselines / verl).
+
+  V_clip = V_old + clip(V − V_old, −ε, ε);   l = ½ max((V − R)², (V_clip − R)²)   (ε = None: ½ (V − R)²).
+
+  Args:
+    values: f32[B, T] current critic values (differentiated).
+    old_values: f32[B, T] values at rollout time (constant).
+    returns: f32[B, T] targets R (e.g. from :func:`ngrpo_jax.advantages.gae`, constant).
+    mask: bool[B, T].
+    clip_eps: ε >= 0 or None (no clipping). Default 0.2.
+    aggregation / normalizer / max_length: as :func:`aggregate` (default "token_mean").
+
+  Returns:
+    (loss, {"value_clip_frac", "value_mean", "return_mean", "value_error"}: fraction of tokens where the
+    clipped branch is active, masked means of V and R, and the token mean of (V − R)²).
+  """
+  if clip_eps is not None and (not isinstance(clip_eps, (int, float)) or not clip_eps >= 0):
+    raise ValueError(f"`clip_eps` must be None or a number >= 0, got {clip_eps!r}.")
+  _check_aggregation(aggregation, max_length)
+  values = _float(values)
+  _check_rank(values, 2, "values")
+  old_values, returns = _float(old_values), _float(returns)
+  _check_shape(old_values, values.shape, "old_values", "values")
+  _check_shape(returns, values.shape, "returns", "values")
+  mask = _mask(mask, values.shape, "values")
+  v = _sanitise(values, mask)
+  v_old = _sanitise(jax.lax.stop_gradient(old_values), mask)
+  ret = _sanitise(jax.lax.stop_gradient(returns), mask)
+  err = (v - ret) ** 2
+  if clip_eps is None:
+    per_token = 0.5 * err
+    clipped = jnp.zeros_like(mask)
+  else:
+    v_clip = v_old + jnp.clip(v - v_old, -clip_eps, clip_eps)
+    err_clip = (v_clip - ret) ** 2
+    per_token = 0.5 * jnp.maximum(err, err_clip)
+    clipped = mask & (jax.lax.stop_gradient(err_clip) > jax.lax.stop_gradient(err))
+  loss = aggregate(per_token, mask, aggregation=aggregation, normalizer=normalizer, max_length=max_length)
+  sg = jax.lax.stop_gradient
+  return loss, {
+      "value_clip_frac": _frac(clipped, mask),
+      "value_mean": _masked_stats(sg(v), mask)[0],
+      "return_mean": _masked_stats(ret, mask)[0],
+      "value_error": _masked_stats(sg(err), mask)[0],
+  }
