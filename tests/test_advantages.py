@@ -1,0 +1,365 @@
+"""Tests of ngrpo_jax.advantages against slow numpy references, the paper's Figure 3 and properties."""
+import functools
+
+import chex
+import hypothesis
+from hypothesis import strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ngrpo_jax import advantages as adv
+
+_JIT_CACHE = {}
+
+
+def _jitted(fn, **static):
+  key = (fn, tuple(sorted(static.items())))
+  if key not in _JIT_CACHE:
+    _JIT_CACHE[key] = jax.jit(functools.partial(fn, **static))
+  return _JIT_CACHE[key]
+
+
+@pytest.fixture(params=["eager", "jit"])
+def variant(request):
+  """variant(fn, **static)(*arrays): runs fn un-jitted or jitted (static kwargs closed over)."""
+  if request.param == "eager":
+    return lambda fn, **static: functools.partial(fn, **static)
+  return _jitted
+
+
+# ------------------------------------------------------------------------------------------------------
+# Slow numpy references (one group at a time, no vectorisation, float64).
+# ------------------------------------------------------------------------------------------------------
+
+
+def ref_group(values, kind, ddof=1, eps=1e-6, r_virtual=1.0, num_virtual=1):
+  v = np.asarray(values, np.float64)
+  out = np.zeros_like(v)
+  n = len(v)
+  if n == 0:
+    return out
+  if kind == "grpo":
+    stats = v
+  elif kind == "ngrpo":
+    stats = np.concatenate([v, np.full(num_virtual, r_virtual)])
+  elif kind == "dr_grpo":
+    return v - v.mean()
+  elif kind == "rloo":
+    if n < 2:
+      return out
+    for i in range(n):
+      out[i] = v[i] - (v.sum() - v[i]) / (n - 1)
+    return out
+  m = len(stats)
+  mean = stats.mean()
+  std = np.sqrt(((stats - mean) ** 2).sum() / (m - ddof)) if m - ddof > 0 else 0.0
+  for i in range(n):
+    den = std + eps
+    out[i] = (v[i] - mean) / den if den > 0 else 0.0
+  return out
+
+
+def ref_dense(rewards, mask, kind, **kw):
+  rewards = np.asarray(rewards, np.float64)
+  mask = np.ones(rewards.shape, bool) if mask is None else np.asarray(mask)
+  out = np.zeros_like(rewards)
+  for g in range(rewards.shape[0]):
+    idx = np.nonzero(mask[g])[0]
+    out[g, idx] = ref_group(rewards[g, idx], kind, **kw)
+  return out
+
+
+def ref_ragged(rewards, ids, valid, num_groups, kind, **kw):
+  out = np.zeros(len(rewards))
+  for g in range(num_groups):
+    idx = [i for i in range(len(rewards)) if valid[i] and ids[i] == g]
+    if idx:
+      out[idx] = ref_group(np.asarray(rewards)[idx], kind, **kw)
+  return out
+
+
+def ref_gae(rewards, values, mask, gamma, lam):
+  adv_out = np.zeros_like(np.asarray(rewards, np.float64))
+  ret_out = np.zeros_like(adv_out)
+  for b in range(rewards.shape[0]):
+    idx = [t for t in range(rewards.shape[1]) if mask[b, t]]
+    r = [float(rewards[b, t]) for t in idx]
+    v = [float(values[b, t]) for t in idx] + [0.0]
+    running = 0.0
+    for j in reversed(range(len(idx))):
+      delta = r[j] + gamma * v[j + 1] - v[j]
+      running = delta + gamma * lam * running
+      adv_out[b, idx[j]] = running
+      ret_out[b, idx[j]] = running + v[j]
+  return adv_out, ret_out
+
+
+def _binary_groups(counts, g=8):
+  r = np.zeros((len(counts), g), np.float32)
+  for i, c in enumerate(counts):
+    r[i, :c] = 1.0
+  return r
+
+
+# ------------------------------------------------------------------------------------------------------
+# Paper Figure 3.
+# ------------------------------------------------------------------------------------------------------
+
+
+def test_figure3_one_correct(variant):
+  r = _binary_groups([1])
+  a_grpo = np.asarray(variant(adv.grpo)(r))
+  a_ngrpo = np.asarray(variant(adv.ngrpo)(r))
+  assert round(float(a_grpo[0, 0]), 2) == 2.47 and round(float(a_grpo[0, 1]), 2) == -0.35
+  assert round(float(a_ngrpo[0, 0]), 2) == 1.76 and round(float(a_ngrpo[0, 1]), 2) == -0.50
+  np.testing.assert_allclose(a_grpo[0, 1:], a_grpo[0, 1], rtol=1e-6)
+
+
+def test_figure3_all_wrong(variant):
+  r = _binary_groups([0])
+  np.testing.assert_array_equal(np.asarray(variant(adv.grpo)(r)), 0.0)
+  np.testing.assert_allclose(np.asarray(variant(adv.ngrpo)(r)), -1.0 / 3.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("ddof", [0, 1])
+def test_figure3_cases_vs_numpy(variant, ddof):
+  r = _binary_groups([0, 1, 4, 7, 8])
+  for kind, fn in (("grpo", adv.grpo), ("ngrpo", adv.ngrpo)):
+    got = np.asarray(variant(fn, ddof=ddof)(r))
+    np.testing.assert_allclose(got, ref_dense(r, None, kind, ddof=ddof), rtol=1e-5, atol=1e-6)
+  # All-correct: sigma' = 0 -> advantage exactly 0 for NGRPO as well.
+  np.testing.assert_array_equal(np.asarray(variant(adv.ngrpo, ddof=ddof)(r))[-1], 0.0)
+
+
+def test_eq6_ddof0_numbers():
+  a = np.asarray(adv.ngrpo(_binary_groups([1, 0]), ddof=0))
+  assert round(float(a[0, 0]), 2) == 1.87 and round(float(a[0, 1]), 2) == -0.53
+  assert round(float(a[1, 0]), 2) == -0.35
+
+
+# ------------------------------------------------------------------------------------------------------
+# Against the numpy reference, dense with padding and ragged.
+# ------------------------------------------------------------------------------------------------------
+
+_ESTIMATORS = [
+    ("grpo", adv.grpo, adv.grpo_ragged, dict(ddof=1)),
+    ("grpo", adv.grpo, adv.grpo_ragged, dict(ddof=0, eps=0.0)),
+    ("ngrpo", adv.ngrpo, adv.ngrpo_ragged, dict()),
+    ("ngrpo", adv.ngrpo, adv.ngrpo_ragged, dict(r_virtual=0.5, num_virtual=2, ddof=0)),
+    ("ngrpo", adv.ngrpo, adv.ngrpo_ragged, dict(r_virtual=0.0, num_virtual=4, eps=0.0)),
+    ("dr_grpo", adv.dr_grpo, adv.dr_grpo_ragged, dict()),
+    ("rloo", adv.rloo, adv.rloo_ragged, dict()),
+]
+
+
+@pytest.mark.parametrize("kind,dense_fn,ragged_fn,kw", _ESTIMATORS)
+def test_dense_masked_vs_numpy(variant, kind, dense_fn, ragged_fn, kw):
+  rng = np.random.default_rng(0)
+  r = rng.uniform(-1, 2, (6, 5)).astype(np.float32)
+  r[0] = 1.0            # constant group
+  mask = rng.uniform(size=r.shape) > 0.3
+  mask[1] = [True, False, False, False, False]   # singleton group
+  mask[2] = False                                # empty group
+  r_padded = np.where(mask, r, np.nan).astype(np.float32)   # NaN in padding must not leak
+  got = np.asarray(variant(dense_fn, **kw)(r_padded, mask))
+  assert np.all(np.isfinite(got))
+  np.testing.assert_array_equal(got[~mask], 0.0)
+  np.testing.assert_allclose(got, ref_dense(r, mask, kind, **kw), rtol=2e-5, atol=2e-5)
+  ref_kw = {k: v for k, v in kw.items()}
+  # Ragged: shuffled flat layout of the same groups, with invalid entries carrying junk ids.
+  ids = np.repeat(np.arange(6), 5)
+  perm = rng.permutation(30)
+  flat_r, flat_ids, flat_valid = r_padded.reshape(-1)[perm], ids[perm], mask.reshape(-1)[perm]
+  flat_ids = np.where(flat_valid, flat_ids, 99)
+  got_ragged = np.asarray(variant(ragged_fn, num_groups=6, **kw)(flat_r, flat_ids, valid=flat_valid))
+  np.testing.assert_allclose(got_ragged, got.reshape(-1)[perm], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+      got_ragged, ref_ragged(r.reshape(-1)[perm], flat_ids, flat_valid, 6, kind, **ref_kw), rtol=2e-5, atol=2e-5)
+
+
+def test_ragged_variable_group_sizes_vs_loop():
+  rng = np.random.default_rng(1)
+  sizes = [1, 2, 3, 8, 5]
+  ids = np.concatenate([np.full(s, g) for g, s in enumerate(sizes)])
+  r = (rng.uniform(size=ids.shape) > 0.5).astype(np.float32)
+  got = np.asarray(adv.ngrpo_ragged(r, ids, len(sizes)))
+  looped = np.concatenate([np.asarray(adv.ngrpo(r[ids == g][None]))[0] for g in range(len(sizes))])
+  np.testing.assert_allclose(got, looped, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(got, ref_ragged(r, ids, np.ones_like(ids, bool), 5, "ngrpo"), rtol=1e-5,
+                             atol=1e-6)
+
+
+@pytest.mark.parametrize("ddof", [0, 1])
+def test_group_stats_vs_numpy(variant, ddof):
+  rng = np.random.default_rng(2)
+  r = (rng.uniform(size=(7, 6)) > 0.5).astype(np.float32)
+  r[0], r[1] = 0.0, 1.0
+  r[2] = rng.uniform(size=6)
+  mask = rng.uniform(size=r.shape) > 0.2
+  mask[0, :] = True
+  mask[3] = False
+  s = variant(adv.group_stats, ddof=ddof)(r, mask)
+  ids = np.repeat(np.arange(7), 6)
+  s_r = variant(adv.group_stats_ragged, num_groups=7, ddof=ddof)(r.reshape(-1), ids, valid=mask.reshape(-1))
+  for g in range(7):
+    v = r[g][mask[g]]
+    n = len(v)
+    for stats in (s, s_r):
+      assert float(stats.count[g]) == n
+      np.testing.assert_allclose(float(stats.mean[g]), v.mean() if n else 0.0, atol=1e-6)
+      exp_std = np.std(v, ddof=ddof) if n - ddof > 0 else 0.0
+      np.testing.assert_allclose(float(stats.std[g]), exp_std, atol=1e-6)
+      assert bool(stats.all_correct[g]) == (n > 0 and bool(np.all(v >= 0.5)))
+      assert bool(stats.all_incorrect[g]) == (n > 0 and bool(np.all(v < 0.5)))
+      assert bool(stats.is_constant[g]) == (n > 0 and len(set(v.tolist())) == 1)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Hypothesis properties.
+# ------------------------------------------------------------------------------------------------------
+
+_SETTINGS = hypothesis.settings(max_examples=40, deadline=None, derandomize=True)
+_binary_rows = st.lists(st.lists(st.booleans(), min_size=8, max_size=8), min_size=4, max_size=4)
+_ngrpo_j = jax.jit(adv.ngrpo)
+_grpo_j = jax.jit(adv.grpo)
+
+
+@_SETTINGS
+@hypothesis.given(_binary_rows)
+def test_property_binary_no_sign_flip_and_negative_sum(rows):
+  r = np.asarray(rows, np.float32)
+  a_g, a_n = np.asarray(_grpo_j(r)), np.asarray(_ngrpo_j(r))
+  nonzero = a_g != 0
+  assert np.all(np.sign(a_n[nonzero]) == np.sign(a_g[nonzero]))
+  all_max = np.all(r == 1.0, axis=1)
+  sums = a_n.sum(axis=1)
+  assert np.all(sums[~all_max] < 0)
+  np.testing.assert_array_equal(a_n[all_max], 0.0)
+  np.testing.assert_allclose(a_g.sum(axis=1), 0.0, atol=1e-5)
+  wrong = np.all(r == 0.0, axis=1)
+  if wrong.any():
+    assert np.all(a_n[wrong] < 0) and np.all(a_n[wrong] == a_n[wrong][:, :1])
+
+
+@_SETTINGS
+@hypothesis.given(st.lists(st.floats(-5, 5, width=32), min_size=6, max_size=6),
+                  st.floats(-3, 3), st.floats(0.1, 10.0), st.floats(-2, 2))
+def test_property_shift_and_scale_invariance(values, shift, scale, r_virtual):
+  r = np.asarray([values], np.float64)
+  hypothesis.assume(np.ptp(np.append(r, r_virtual)) > 1e-2)
+  base = ref_dense(r, None, "ngrpo", r_virtual=r_virtual, eps=0.0)
+  np.testing.assert_allclose(base, np.asarray(adv.ngrpo(r.astype(np.float32), r_virtual=r_virtual, eps=0.0)),
+                             rtol=1e-3, atol=1e-3)
+  shifted = adv.ngrpo((r + shift).astype(np.float32), r_virtual=r_virtual + shift, eps=0.0)
+  scaled = adv.ngrpo((r * scale).astype(np.float32), r_virtual=r_virtual * scale, eps=0.0)
+  grpo_scaled = adv.grpo((r * scale + shift).astype(np.float32), eps=0.0)
+  np.testing.assert_allclose(np.asarray(shifted), base, rtol=1e-3, atol=1e-3)
+  np.testing.assert_allclose(np.asarray(scaled), base, rtol=1e-3, atol=1e-3)
+  hypothesis.assume(np.ptp(r) > 1e-2)
+  np.testing.assert_allclose(np.asarray(grpo_scaled), ref_dense(r, None, "grpo", eps=0.0), rtol=1e-3,
+                             atol=1e-3)
+
+
+def test_continuous_rewards_can_flip_sign():
+  r = np.asarray([[0.2, 0.6, 0.7]], np.float32)
+  assert float(adv.grpo(r)[0, 1]) > 0 > float(adv.ngrpo(r)[0, 1])
+
+
+# ------------------------------------------------------------------------------------------------------
+# Degenerate groups and validation.
+# ------------------------------------------------------------------------------------------------------
+
+
+def test_group_size_one(variant):
+  r = np.asarray([[1.0], [0.0]], np.float32)
+  for fn in (adv.grpo, adv.dr_grpo, adv.ngrpo):
+    out = np.asarray(variant(fn)(r))
+    assert np.all(np.isfinite(out))
+  np.testing.assert_array_equal(np.asarray(variant(adv.grpo)(r)), 0.0)
+  np.testing.assert_allclose(np.asarray(variant(adv.ngrpo)(r)), ref_dense(r, None, "ngrpo"), atol=1e-5)
+  with pytest.raises(ValueError, match="rloo"):
+    adv.rloo(r)
+  np.testing.assert_array_equal(np.asarray(adv.rloo_ragged(r[:, 0], np.arange(2), 2)), 0.0)
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: adv.grpo(np.zeros(8)), "rewards"),
+    (lambda: adv.grpo(np.zeros((2, 8)), np.ones((2, 7), bool)), "mask"),
+    (lambda: adv.grpo(np.array([[0.0, np.nan]])), "rewards"),
+    (lambda: adv.grpo(np.zeros((2, 8)), ddof=-1), "ddof"),
+    (lambda: adv.grpo(np.zeros((2, 8)), eps=-1.0), "eps"),
+    (lambda: adv.ngrpo(np.zeros((2, 8)), r_virtual=float("nan")), "r_virtual"),
+    (lambda: adv.ngrpo(np.zeros((2, 8)), num_virtual=-1), "num_virtual"),
+    (lambda: adv.ngrpo_ragged(np.zeros(4), np.array([0, 1, 2, 3]), 2), "group_ids"),
+    (lambda: adv.ngrpo_ragged(np.zeros(4), np.zeros(3, int), 2), "group_ids"),
+    (lambda: adv.ngrpo_ragged(np.zeros(4), np.zeros(4), 2), "group_ids"),
+    (lambda: adv.ngrpo_ragged(np.zeros(4), np.zeros(4, int), 0), "num_groups"),
+    (lambda: adv.w_reinforce(np.zeros(4), lam=-0.1), "lam"),
+    (lambda: adv.w_reinforce(np.array([np.nan])), "rewards"),
+    (lambda: adv.gae(np.zeros((2, 3)), np.zeros((2, 4)), np.ones((2, 3))), "values"),
+    (lambda: adv.gae(np.zeros((2, 3)), np.zeros((2, 3)), np.ones((2, 3)), gamma=1.5), "gamma"),
+])
+def test_validation_errors(call, match):
+  with pytest.raises((ValueError, TypeError), match=match):
+    call()
+
+
+def test_nan_check_skipped_under_jit():
+  out = jax.jit(adv.grpo)(jnp.array([[0.0, jnp.nan, 1.0]]))   # documented: value checks need concrete inputs
+  assert out.shape == (1, 3)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Fixed-advantage family, filters, GAE.
+# ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("threshold,lam", [(0.5, 0.1), (0.0, 1.0)])
+def test_fixed_family_vs_numpy(variant, threshold, lam):
+  rng = np.random.default_rng(3)
+  r = rng.choice([-1.0, 0.0, 1.0], size=(4, 6)).astype(np.float32)
+  mask = rng.uniform(size=r.shape) > 0.2
+  correct = r >= threshold
+  exp_w = np.where(mask, np.where(correct, lam, -1.0), 0.0)
+  np.testing.assert_allclose(np.asarray(variant(adv.w_reinforce, lam=lam, threshold=threshold)(r, mask)), exp_w)
+  np.testing.assert_array_equal(np.asarray(variant(adv.psr_only, threshold=threshold)(r, mask)),
+                                np.where(mask & correct, 1.0, 0.0))
+  np.testing.assert_array_equal(np.asarray(variant(adv.nsr_only, threshold=threshold)(r, mask)),
+                                np.where(mask & ~correct, -1.0, 0.0))
+  # Flat layout (ragged use) gives the same per-sample values.
+  np.testing.assert_allclose(np.asarray(adv.w_reinforce(r.reshape(-1), mask.reshape(-1), lam=lam,
+                                                        threshold=threshold)), exp_w.reshape(-1))
+
+
+def test_group_filters(variant):
+  r = np.asarray([[0, 0, 0, 0], [1, 1, 1, 1], [1, 0, 0, 1], [1, 1, 1, 0], [0.5, 0.5, 0.5, 0.5]], np.float32)
+  mask = np.ones(r.shape, bool)
+  mask[3, 3] = False          # the only wrong sample is padding -> homogeneous-correct
+  exp_dapo = [len(set(r[g][mask[g]].tolist())) > 1 for g in range(5)]
+  exp_ngrpo = [not np.all(r[g][mask[g]] == 1.0) for g in range(5)]
+  np.testing.assert_array_equal(np.asarray(variant(adv.dapo_group_filter)(r, mask)), exp_dapo)
+  np.testing.assert_array_equal(np.asarray(variant(adv.ngrpo_group_filter)(r, mask)), exp_ngrpo)
+  ids = np.repeat(np.arange(5), 4)
+  np.testing.assert_array_equal(
+      np.asarray(variant(adv.dapo_group_filter_ragged, num_groups=5)(r.reshape(-1), ids, valid=mask.reshape(-1))),
+      exp_dapo)
+  np.testing.assert_array_equal(
+      np.asarray(variant(adv.ngrpo_group_filter_ragged, num_groups=5)(r.reshape(-1), ids, valid=mask.reshape(-1))),
+      exp_ngrpo)
+
+
+@pytest.mark.parametrize("gamma,lam", [(1.0, 1.0), (0.9, 0.8), (0.5, 0.0)])
+def test_gae_vs_looped_numpy(variant, gamma, lam):
+  rng = np.random.default_rng(4)
+  b, t = 4, 7
+  rewards = rng.normal(size=(b, t)).astype(np.float32)
+  values = rng.normal(size=(b, t)).astype(np.float32)
+  mask = rng.uniform(size=(b, t)) > 0.3     # includes interior gaps
+  mask[0] = [True] * 5 + [False] * 2        # the usual prefix mask
+  mask[1] = False                           # empty row
+  rewards[~mask] = np.nan                   # padding junk must not leak
+  a, ret = variant(adv.gae, gamma=gamma, lam=lam)(rewards, values, mask)
+  exp_a, exp_ret = ref_gae(rewards, values, mask, gamma, lam)
+  chex.assert_trees_all_close((np.asarray(a), np.asarray(ret)), (exp_a, exp_ret), rtol=1e-5, atol=1e-5)
