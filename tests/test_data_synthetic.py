@@ -117,3 +117,13 @@ def test_bad_arguments_raise_clear_errors():
     synthetic.make_dataset(0, 200, (1.0, 1.0), split="test", unique=True)
   with pytest.raises(ValueError, match="non-negative"):
     synthetic.addition_scratchpad(-1, 2)
+
+
+def test_max_solution_chars_bounds_generated_solutions():
+  for n in range(1, 7):
+    recs = synthetic.make_dataset(n, 300, (n, n))
+    lengths = [len(r["solution"]) for r in recs]
+    assert max(lengths) <= synthetic.max_solution_chars(n)
+    assert max(lengths) >= synthetic.max_solution_chars(n) - 1  # the bound is tight
+  # The worst case (a final carry) reaches the bound exactly.
+  assert len(synthetic.addition_scratchpad(999, 1)) == synthetic.max_solution_chars(3)

@@ -66,6 +66,18 @@ def addition_scratchpad(a: int, b: int) -> str:
   return "\n".join(lines)
 
 
+def max_solution_chars(num_digits: int) -> int:
+  """Upper bound on ``len(addition_scratchpad(a, b))`` when the longer operand has ``num_digits``.
+
+  num_digits lines of 8 characters plus newline, then ``\\boxed{`` (7), at most num_digits + 1
+  answer digits and ``}``: 10·num_digits + 9. With the character-level tokenizer this is also the
+  token count; add 1 for the eos token to get a response-length budget for sampling.
+  """
+  if not isinstance(num_digits, (int, np.integer)) or num_digits < 1:
+    raise ValueError(f"num_digits must be a positive int, got {num_digits!r}")
+  return 10 * int(num_digits) + 9
+
+
 def count_carries(a: int, b: int) -> int:
   """Number of columns of ``a + b`` whose sum is ≥ 10 (a secondary difficulty measure)."""
   _check_operand("a", a)
