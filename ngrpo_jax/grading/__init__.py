@@ -1,0 +1,24 @@
+"""SymPy-based answer checker: extraction, normalisation, equivalence with a hard time bound, batch rewards.
+
+    grading.is_equivalent(gold, response) -> bool
+    grading.check(gold, response, timeout=1.0, require_boxed=False) -> GradeResult
+    grading.grade_batch(golds, responses, num_workers=2, timeout=1.0) -> [GradeResult]   (order preserved)
+    grading.reward_batch(responses, golds, correct_reward=1, incorrect_reward=0, format_penalty=0) -> [N]
+"""
+from ngrpo_jax.grading.batch import grade_batch
+from ngrpo_jax.grading.equivalence import check
+from ngrpo_jax.grading.equivalence import DEFAULT_TIMEOUT
+from ngrpo_jax.grading.equivalence import GradeResult
+from ngrpo_jax.grading.equivalence import is_equivalent
+from ngrpo_jax.grading.extract import extract_answer
+from ngrpo_jax.grading.extract import last_boxed
+from ngrpo_jax.grading.normalize import normalize_answer
+from ngrpo_jax.grading.process_pool import default_pool
+from ngrpo_jax.grading.process_pool import WorkerPool
+from ngrpo_jax.grading.rewards import reward_batch
+from ngrpo_jax.grading.rewards import rewards_from_results
+
+__all__ = [
+    "DEFAULT_TIMEOUT", "GradeResult", "WorkerPool", "check", "default_pool", "extract_answer", "grade_batch",
+    "is_equivalent", "last_boxed", "normalize_answer", "reward_batch", "rewards_from_results",
+]

@@ -1,0 +1,176 @@
+"""A thin normalisation layer in front of the LaTeX parser.
+
+``normalize_answer`` rewrites an extracted answer into a canonical LaTeX-ish string and records the
+annotations it removed (percent sign, degree sign, units). It only does what the parser
+(``latex2sympy2_extended``) does not: presentation macros, spacing, unicode, thousands separators, units
+and text, and ``or``/``and`` lists. Everything is linear-time string work and never raises.
+
+Policies (documented here, applied by ``equivalence``):
+  * percent: ``8\\%`` is compared as ``8`` and, alternatively, as ``0.08``; ``0.8\\%`` is not ``8\\%``.
+  * degrees: ``120^\\circ`` is compared as ``120`` (a radian answer ``2\\pi/3`` is also accepted).
+  * units / trailing text: ``5.4 \\text{ cents}``, ``864 \\mbox{ inches}^2`` and ``5.4 cents`` become the number.
+  * thousands separators: ``13,535`` and ``27{,}648`` are integers only when the whole answer is one
+    number with 3-digit groups; otherwise commas separate list items.
+"""
+import dataclasses
+import re
+
+_UNICODE = {
+    "\u2212": "-", "\u2013": "-", "\u2014": "-", "\u00d7": "\\times ", "\u00b7": "\\cdot ", "\u22c5": "\\cdot ",
+    "\u03c0": "\\pi ", "\u221e": "\\infty ", "\u221a": "\\sqrt", "\u2264": "\\le ", "\u2265": "\\ge ",
+    "\u2260": "\\ne ", "\u00b0": "^\\circ", "\u222a": "\\cup ", "\u2229": "\\cap ", "\u00bd": "1/2",
+    "\u2009": " ", "\u00a0": " ", "\u200b": "",
+}
+_SPACING = re.compile(r"\\[!,;:> ]|\\quad|\\qquad|~|\\displaystyle|\\textstyle|\\limits")
+_WRAPPERS = re.compile(r"\\(?:mathbf|textbf|boldsymbol|bm|mathit|textit|mathrm|operatorname|rm|bf)\s*(?=\{)")
+_DEGREE = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|\\degree|\^\s*\{\s*\\text\{\s*o\s*\}\s*\}|"
+                     r"\s*\\text\{\s*degrees?\s*\}|\s+degrees?\b")
+_PERCENT = re.compile(r"\\%|%|\s*\\text\{\s*percent\s*\}|\s+percent\b")
+_TRAILING_TEXT_UNIT = re.compile(
+    r"^(?P<value>.*?[\w}).])\s*\\(?:text|mbox|textrm|mathrm)\s*\{\s*(?P<unit>[A-Za-z][A-Za-z .\-]*)\}"
+    r"\s*(?:\^\s*\{?\s*[23]\s*\}?)?\s*$")
+_MATH_NAMES = frozenset("pi sin cos tan cot sec csc log ln exp sqrt frac cup cap infty or and i e".split())
+_TRAILING_WORD_UNIT = re.compile(r"^(?P<value>[-+]?[\d.,/{}\\a-z]*\d[\d.}]*)\s+(?P<unit>[A-Za-z][A-Za-z .]*?)"
+                                 r"(?:\^\s*\{?\s*[23]\s*\}?)?\s*$")
+_THOUSANDS = re.compile(r"^[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
+_OR_AND = re.compile(r"\s*(?:\\text\{\s*(?:or|and)\s*\}|\\(?:mbox|textrm)\{\s*(?:or|and)\s*\}|\s+or\s+|\s+and\s+)\s*")
+_LEADING_VARIABLE = re.compile(r"^\s*[A-Za-z](?:_\{?\w+\}?)?\s*=\s*(?!=)")
+_FRAC_SHORT = re.compile(r"\\frac\s*(\d)\s*(\d)")
+_FRAC_HALF_SHORT = re.compile(r"\\frac\s*(\{[^{}]*\})\s*(\d)|\\frac\s*(\d)\s*(\{[^{}]*\})")
+_SQRT_SHORT = re.compile(r"\\sqrt\s*(\d+|[a-zA-Z])")
+_DOLLAR_UNITS = re.compile(r"^\\\$\s*|^\$\s*(?=\d)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Normalized:
+  """A normalised answer.
+
+  Attributes:
+    text: canonical LaTeX string (spaces kept where meaningful for the parser).
+    key: ``text`` with all whitespace removed and lower-cased ``\\text``; used for string matching.
+    percent: a percent sign was removed.
+    degrees: a degree sign was removed.
+    unit: a trailing unit / text that was removed (or "").
+  """
+  text: str
+  key: str
+  percent: bool = False
+  degrees: bool = False
+  unit: str = ""
+
+
+def _strip_math_delimiters(s: str) -> str:
+  s = s.strip()
+  changed = True
+  while changed and s:
+    changed = False
+    for left, right in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
+      if s.startswith(left) and s.endswith(right) and len(s) >= len(left) + len(right):
+        s = s[len(left):len(s) - len(right)].strip()
+        changed = True
+    if s.endswith(".") and not re.search(r"\d\.$", s[-3:] if len(s) > 2 else s):
+      s = s[:-1].strip()
+      changed = True
+  return s
+
+
+def _unwrap(s: str, command: str) -> str:
+  """Replaces ``\\command{X}`` by ``X`` (balanced braces, linear per occurrence)."""
+  out = []
+  i = 0
+  while True:
+    j = s.find(command + "{", i)
+    if j < 0:
+      out.append(s[i:])
+      break
+    depth = 0
+    k = j + len(command)
+    end = None
+    while k < len(s):
+      if s[k] == "{":
+        depth += 1
+      elif s[k] == "}":
+        depth -= 1
+        if depth == 0:
+          end = k
+          break
+      k += 1
+    if end is None:
+      out.append(s[i:])
+      break
+    out.append(s[i:j])
+    out.append(s[j + len(command) + 1:end])
+    i = end + 1
+  return "".join(out)
+
+
+def strip_leading_variable(s: str) -> str:
+  """``x = 5`` -> ``5`` (a single variable, optionally subscripted, then ``=``)."""
+  m = _LEADING_VARIABLE.match(s)
+  if m and "=" not in s[m.end():] and "<" not in s and ">" not in s:
+    return s[m.end():].strip()
+  return s
+
+
+def normalize_answer(answer: str) -> Normalized:
+  """Normalises an extracted answer string (see module docstring for the rules and policies).
+
+  Args:
+    answer: extracted answer (LaTeX or plain text). Non-strings are treated as "".
+
+  Returns:
+    A ``Normalized`` record.
+  """
+  if not isinstance(answer, str):
+    answer = ""
+  s = answer
+  for k, v in _UNICODE.items():
+    if k in s:
+      s = s.replace(k, v)
+  s = _strip_math_delimiters(s)
+  s = s.replace("\\left", "").replace("\\right", "")
+  s = re.sub(r"\\(?:big|Big|bigg|Bigg)[lr]?", "", s)
+  s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\cfrac", "\\frac")
+  s = s.replace("\\lbrace", "\\{").replace("\\rbrace", "\\}").replace("\\lvert", "|").replace("\\rvert", "|")
+  s = s.replace("\\neq", "\\ne").replace("\\leq", "\\le").replace("\\geq", "\\ge")
+  s = s.replace("\\leqslant", "\\le").replace("\\geqslant", "\\ge")
+  s = re.sub(r"\\(?:hline|vline)", "", s)
+  s = _SPACING.sub(" ", s)
+  s = _WRAPPERS.sub("", s)
+  s = s.replace("{,}", "")
+  s = _DOLLAR_UNITS.sub("", s)
+  s = s.replace("\\$", "")
+  degrees = False
+  if _DEGREE.search(s):
+    s = _DEGREE.sub("", s)
+    degrees = True
+  percent = False
+  if _PERCENT.search(s):
+    s = _PERCENT.sub("", s)
+    percent = True
+  s = _OR_AND.sub(", ", s)
+  unit = ""
+  m = _TRAILING_TEXT_UNIT.match(s)
+  if m and m.group("value").strip():
+    unit = m.group("unit").strip()
+    s = m.group("value").strip()
+  m = _TRAILING_WORD_UNIT.match(s)
+  if m and m.group("unit").strip().lower() not in _MATH_NAMES and len(m.group("unit").strip()) >= 2:
+    unit = m.group("unit").strip()
+    s = m.group("value").strip()
+  # A bare \text{...} answer (a name, a word): keep the words.
+  stripped = s.strip()
+  if re.fullmatch(r"\\(?:text|mbox|textrm)\{[^{}]*\}", stripped):
+    s = stripped[stripped.index("{") + 1:-1]
+  s = _FRAC_SHORT.sub(r"\\frac{\1}{\2}", s)
+  s = _FRAC_HALF_SHORT.sub(lambda m: ("\\frac" + m.group(1) + "{" + m.group(2) + "}") if m.group(1)
+                           else ("\\frac{" + m.group(3) + "}" + m.group(4)), s)
+  s = _SQRT_SHORT.sub(r"\\sqrt{\1}", s)
+  s = re.sub(r"\s+", " ", s).strip().rstrip(".").strip()
+  if _THOUSANDS.match(s.replace(" ", "")):
+    s = s.replace(",", "").replace(" ", "")
+  key = re.sub(r"\s+", "", s)
+  key = re.sub(r"\\text\{([^{}]*)\}", lambda m: m.group(1).lower(), key)
+  if re.fullmatch(r"[A-Za-z][A-Za-z ]*", s):
+    key = key.lower()
+  return Normalized(text=s, key=key, percent=percent, degrees=degrees, unit=unit)

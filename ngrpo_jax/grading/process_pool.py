@@ -1,0 +1,283 @@
+"""Worker processes with a hard per-task time bound (kill and restart on timeout).
+
+SymPy can hang or allocate without bound on adversarial answers (``10^{10^{10}}``, ``9999!!``), and
+``signal.alarm`` only works on the main thread of the main process. ``WorkerPool`` instead runs tasks in
+child interpreters started with ``subprocess`` (fork+exec, safe from threaded/JAX parents); the parent waits
+on a pipe with a timeout and SIGKILLs a worker that overruns, then starts a replacement in the background.
+Each worker also caps its address space (``memory_limit_mb`` above its start-up size) so a runaway
+allocation fails inside the worker instead of exhausting the machine.
+
+Workers import ``ngrpo_jax.grading`` modules through stub parent packages, so they never import JAX or the
+rest of ``ngrpo_jax``; start-up costs about half a second (importing SymPy). ``run`` is thread-safe: at most
+``num_workers`` tasks run at once and further callers wait for a free worker (waiting is not counted in the
+task's timeout). Only functions inside ``ngrpo_jax.grading`` may be called.
+"""
+import atexit
+import dataclasses
+import importlib
+import os
+import pathlib
+import queue
+import subprocess
+import sys
+import threading
+import time
+from multiprocessing import connection
+from typing import Any, Optional, Sequence
+
+_PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
+_ALLOWED_PREFIX = "ngrpo_jax.grading."
+_DEFAULT_PRELOAD = ("ngrpo_jax.grading.symbolic",)
+
+_BOOTSTRAP = """
+import sys, types
+for name, path in (("ngrpo_jax", sys.argv[1]), ("ngrpo_jax.grading", sys.argv[2])):
+  if name not in sys.modules:
+    module = types.ModuleType(name)
+    module.__path__ = [path]
+    sys.modules[name] = module
+from ngrpo_jax.grading import process_pool
+process_pool._child_main(int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6:])
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+  """Result of one task: ``status`` is "ok", "timeout", "error" or "crashed"; ``value`` is the return value
+  (status "ok") or an error message; ``seconds`` is the wall time from submission to answer."""
+  status: str
+  value: Any
+  seconds: float
+
+
+def _set_memory_limit(extra_mb: int) -> None:
+  if extra_mb <= 0:
+    return
+  try:
+    import resource  # pylint: disable=import-outside-toplevel
+    with open("/proc/self/statm", encoding="ascii") as f:
+      current = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    limit = current + extra_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+  except Exception:  # pylint: disable=broad-except  (best effort: not every platform has /proc)
+    pass
+
+
+def _child_main(read_fd: int, write_fd: int, memory_limit_mb: int, preload: Sequence[str]) -> None:
+  """Worker loop: receive ``(function_path, args)``, reply ``(status, value)``; exit on ``None``/EOF."""
+  inbox = connection.Connection(read_fd, writable=False)
+  outbox = connection.Connection(write_fd, readable=False)
+  for name in preload:
+    module = importlib.import_module(name)
+    if hasattr(module, "_warm_up"):
+      try:
+        module._warm_up()  # pylint: disable=protected-access
+      except Exception:  # pylint: disable=broad-except
+        pass
+  _set_memory_limit(memory_limit_mb)
+  outbox.send(("ready", os.getpid()))
+  while True:
+    try:
+      message = inbox.recv()
+    except (EOFError, OSError):
+      return
+    if message is None:
+      return
+    function_path, args = message
+    try:
+      module_name, function_name = function_path.split(":")
+      if not module_name.startswith(_ALLOWED_PREFIX):
+        raise ValueError(f"function {function_path!r} is outside {_ALLOWED_PREFIX}")
+      function = getattr(importlib.import_module(module_name), function_name)
+      reply = ("ok", function(*args))
+    except MemoryError:
+      reply = ("error", "MemoryError")
+    except BaseException as e:  # pylint: disable=broad-except
+      reply = ("error", f"{type(e).__name__}: {e}"[:500])
+    try:
+      outbox.send(reply)
+    except Exception as e:  # pylint: disable=broad-except  (unpicklable result)
+      outbox.send(("error", f"cannot send result: {type(e).__name__}"))
+
+
+class _Worker:
+  """One child interpreter and its two pipe ends."""
+
+  def __init__(self, memory_limit_mb: int, preload: Sequence[str], startup_timeout: float):
+    to_child_r, to_child_w = os.pipe()
+    from_child_r, from_child_w = os.pipe()
+    repo_root = str(_PACKAGE_DIR.parent.parent)
+    try:
+      self.process = subprocess.Popen(
+          [sys.executable, "-c", _BOOTSTRAP, str(_PACKAGE_DIR.parent), str(_PACKAGE_DIR), str(to_child_r),
+           str(from_child_w), str(memory_limit_mb), *preload],
+          pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+          cwd=repo_root, close_fds=True)
+    finally:
+      os.close(to_child_r)
+      os.close(from_child_w)
+    self.outbox = connection.Connection(to_child_w, readable=False)
+    self.inbox = connection.Connection(from_child_r, writable=False)
+    if not self.inbox.poll(startup_timeout):
+      self.kill()
+      raise RuntimeError(f"grading worker did not start within {startup_timeout} s")
+    try:
+      self.inbox.recv()
+    except EOFError as e:
+      self.kill()
+      raise RuntimeError(f"grading worker exited during start-up (code {self.process.poll()})") from e
+
+  def kill(self) -> None:
+    try:
+      self.process.kill()
+      self.process.wait(timeout=5)
+    except Exception:  # pylint: disable=broad-except
+      pass
+    for end in (self.outbox if hasattr(self, "outbox") else None, self.inbox if hasattr(self, "inbox") else None):
+      if end is not None:
+        try:
+          end.close()
+        except OSError:
+          pass
+
+  def stop(self) -> None:
+    try:
+      self.outbox.send(None)
+      self.process.wait(timeout=2)
+    except Exception:  # pylint: disable=broad-except
+      pass
+    self.kill()
+
+
+class WorkerPool:
+  """A fixed number of worker processes running ``ngrpo_jax.grading`` functions with a hard time bound.
+
+  Args:
+    num_workers: number of child processes (>= 1).
+    memory_limit_mb: address-space allowance per worker above its start-up size (0 disables the cap).
+    preload: modules each worker imports before accepting tasks.
+    startup_timeout: seconds allowed for a worker to start.
+  """
+
+  def __init__(self, num_workers: int = 2, *, memory_limit_mb: int = 2048,
+               preload: Sequence[str] = _DEFAULT_PRELOAD, startup_timeout: float = 120.0):
+    if not isinstance(num_workers, int) or num_workers < 1:
+      raise ValueError(f"num_workers must be a positive int, got {num_workers!r}")
+    self.num_workers = num_workers
+    self._memory_limit_mb = int(memory_limit_mb)
+    self._preload = tuple(preload)
+    self._startup_timeout = float(startup_timeout)
+    self._slots: "queue.Queue[Optional[_Worker]]" = queue.Queue()
+    self._lock = threading.Lock()
+    self._all = set()
+    self._closed = False
+    for _ in range(num_workers):
+      self._slots.put(None)
+
+  def _start(self) -> _Worker:
+    worker = _Worker(self._memory_limit_mb, self._preload, self._startup_timeout)
+    with self._lock:
+      self._all.add(worker)
+      if self._closed:
+        worker.stop()
+        raise RuntimeError("WorkerPool is closed")
+    return worker
+
+  def _retire(self, worker: _Worker) -> None:
+    worker.kill()
+    with self._lock:
+      self._all.discard(worker)
+
+  def _refill(self) -> None:
+    try:
+      worker = self._start()
+    except Exception:  # pylint: disable=broad-except
+      worker = None
+    self._slots.put(worker)
+
+  def warm_up(self) -> None:
+    """Starts all workers now (otherwise they start on first use)."""
+    taken = [self._slots.get() for _ in range(self.num_workers)]
+    threads = []
+    for k, worker in enumerate(taken):
+      if worker is None:
+        threads.append(threading.Thread(target=lambda k=k: taken.__setitem__(k, self._start())))
+        threads[-1].start()
+    for t in threads:
+      t.join()
+    for worker in taken:
+      self._slots.put(worker)
+
+  def run(self, function: str, args: tuple, timeout: float) -> Outcome:
+    """Runs ``module:function(*args)`` in a worker; kills the worker if it takes longer than ``timeout`` s.
+
+    Args:
+      function: "ngrpo_jax.grading.<module>:<function>".
+      args: picklable positional arguments.
+      timeout: seconds (> 0) from submission to answer.
+
+    Returns:
+      An ``Outcome``; never raises for task failures (status "error"/"crashed"/"timeout").
+    """
+    if self._closed:
+      raise RuntimeError("WorkerPool is closed")
+    worker = self._slots.get()
+    put_back = True
+    try:
+      if worker is None:
+        try:
+          worker = self._start()
+        except Exception as e:  # pylint: disable=broad-except
+          return Outcome("crashed", f"worker start failed: {e}", 0.0)
+      start = time.perf_counter()
+      try:
+        worker.outbox.send((function, args))
+        ready = worker.inbox.poll(max(float(timeout), 1e-3))
+        if ready:
+          status, value = worker.inbox.recv()
+          return Outcome(status, value, time.perf_counter() - start)
+      except (EOFError, OSError) as e:
+        self._retire(worker)
+        worker = None
+        return Outcome("crashed", f"worker died: {type(e).__name__}", time.perf_counter() - start)
+      elapsed = time.perf_counter() - start
+      self._retire(worker)
+      worker = None
+      put_back = False
+      threading.Thread(target=self._refill, daemon=True).start()
+      return Outcome("timeout", f"exceeded {timeout} s", elapsed)
+    finally:
+      if put_back:
+        self._slots.put(worker)
+
+  def close(self) -> None:
+    """Stops all workers; the pool cannot be used afterwards."""
+    with self._lock:
+      self._closed = True
+      workers = list(self._all)
+      self._all.clear()
+    for worker in workers:
+      worker.stop()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+
+_DEFAULT_POOL: Optional[WorkerPool] = None
+_DEFAULT_LOCK = threading.Lock()
+
+
+def default_pool() -> WorkerPool:
+  """The process-wide pool used when no pool is passed (created on first use, closed at exit).
+
+  It holds ``min(2, os.cpu_count())`` workers; it is a cache of processes, not state that affects results.
+  """
+  global _DEFAULT_POOL
+  with _DEFAULT_LOCK:
+    if _DEFAULT_POOL is None or _DEFAULT_POOL._closed:  # pylint: disable=protected-access
+      _DEFAULT_POOL = WorkerPool(max(1, min(2, os.cpu_count() or 1)))
+      atexit.register(_DEFAULT_POOL.close)
+    return _DEFAULT_POOL
