@@ -300,14 +300,19 @@ def kl_penalty(logp: Array, ref_logp: Array, mask: Array, *, estimator: str = "k
 def token_entropy(logits: Array) -> Array:
   """Entropy of softmax(logits) over the last axis, from logits: H = logsumexp(z) − Σ_v p_v z_v.
 
-  Stable for large logits; entries of −inf (banned tokens) contribute 0. Shape: [..., V] → [...].
+  Computed on max-shifted logits (stable for large |z|); entries of −inf (banned tokens) contribute 0.
+  Shape: [..., V] → [...].
   """
   logits = _float(logits)
   if logits.ndim < 1:
     raise ValueError("`logits` must have rank >= 1 (last axis = vocabulary).")
   finite = jnp.isfinite(logits)
-  safe = jnp.where(finite, logits, 0.0)
-  logz = jax.nn.logsumexp(jnp.where(finite, logits, -jnp.inf), axis=-1)
+  # Shift by the (constant) max first: H is shift-invariant and the shift avoids cancellation in
+  # logsumexp(z) − Σ p z when |z| is large.
+  shift = jax.lax.stop_gradient(jnp.max(jnp.where(finite, logits, -jnp.inf), axis=-1, keepdims=True))
+  shift = jnp.where(jnp.isfinite(shift), shift, 0.0)
+  safe = jnp.where(finite, logits - shift, 0.0)
+  logz = jax.nn.logsumexp(jnp.where(finite, safe, -jnp.inf), axis=-1)
   p = jnp.where(finite, jnp.exp(safe - logz[..., None]), 0.0)
   return logz - jnp.sum(p * safe, axis=-1)
 
