@@ -17,6 +17,9 @@ Conventions shared by the std-normalised estimators (checked against the NGRPO a
 to it: ``A_i = (r_i − mean) / (std + eps)``. A group whose variance is undefined (``count − ddof ≤ 0``, e.g.
 a single sample with ``ddof=1``) is given ``std = 0``; its centred reward is 0 as well, so its advantage is 0,
 never NaN. When ``std + eps == 0`` (``eps=0`` and a constant group) the advantage is defined as 0.
+(Divergence from the authors' verl code: there a singleton group gets mean 0 and std 1, i.e. A = r, for GRPO
+*and* NGRPO. Here a singleton gets GRPO A = 0, and NGRPO still uses its virtual sample(s). With the paper's
+G = 8 the two agree.)
 
 Input checks: shapes, ranks and argument ranges raise ``ValueError`` / ``TypeError`` naming the argument.
 Value checks (NaN rewards, out-of-range group ids) run only when the inputs are concrete arrays; under
@@ -416,7 +419,7 @@ def ngrpo_ragged(rewards: Array, group_ids: Array, num_groups: int, valid: Optio
 def _prepare_pointwise(rewards, mask):
   rewards = _as_float(rewards)
   if rewards.ndim < 1:
-    raise ValueError(f"`rewards` must have rank >= 1, got a scalar.")
+    raise ValueError("`rewards` must have rank >= 1, got a scalar.")
   mask = _as_mask(mask, rewards, "mask")
   if _is_concrete(rewards) and _is_concrete(mask):
     _check_finite(jnp.where(mask, rewards, 0.0), "rewards")

@@ -247,25 +247,31 @@ def policy_loss(logp: Array, old_logp: Array, advantages: Array, mask: Array, *,
 # ----------------------------------------------------------------------------------------------------------
 
 
-def kl_per_token(logp: Array, ref_logp: Array, *, estimator: str = "k3") -> Array:
+def kl_per_token(logp: Array, ref_logp: Array, *, estimator: str = "k3",
+                 clip_max: Optional[float] = None) -> Array:
   """Per-token estimators of KL(π_θ‖π_ref) from samples of π_θ (Schulman 2020, "Approximating KL").
 
   With x = log π_ref − log π_θ:  k1 = −x,  k2 = ½ x²,  k3 = eˣ − 1 − x (>= 0, unbiased, low variance; the
-  GRPO paper's Eq. 4). k3 is evaluated as ``expm1(x) − x`` for accuracy near x = 0.
+  GRPO paper's Eq. 4). k3 is evaluated as ``expm1(x) − x`` for accuracy near x = 0. ``clip_max`` optionally
+  caps the per-token value (verl / the NGRPO authors cap k3 at 10); None (default) leaves it uncapped.
   """
   if estimator not in KL_ESTIMATORS:
     raise ValueError(f"`estimator` must be one of {KL_ESTIMATORS}, got {estimator!r}.")
+  if clip_max is not None and (not isinstance(clip_max, (int, float)) or not clip_max > 0):
+    raise ValueError(f"`clip_max` must be None or a number > 0, got {clip_max!r}.")
   x = _float(ref_logp) - _float(logp)
   if estimator == "k1":
-    return -x
-  if estimator == "k2":
-    return 0.5 * x * x
-  return jnp.maximum(jnp.expm1(x) - x, 0.0)
+    out = -x
+  elif estimator == "k2":
+    out = 0.5 * x * x
+  else:
+    out = jnp.maximum(jnp.expm1(x) - x, 0.0)
+  return out if clip_max is None else jnp.minimum(out, clip_max)
 
 
 def kl_penalty(logp: Array, ref_logp: Array, mask: Array, *, estimator: str = "k3",
                aggregation: str = "seq_mean_token_mean", normalizer: Optional[Array] = None,
-               max_length: Optional[int] = None) -> tuple[Array, dict]:
+               max_length: Optional[int] = None, clip_max: Optional[float] = None) -> tuple[Array, dict]:
   """KL(π_θ‖π_ref) penalty aggregated over response tokens (GRPO, Shao et al. 2024, Eq. 3–4).
 
   Args:
@@ -273,6 +279,7 @@ def kl_penalty(logp: Array, ref_logp: Array, mask: Array, *, estimator: str = "k
     ref_logp: f32[B, T] log π_ref (constant).
     mask: bool[B, T].
     estimator: "k1", "k2" or "k3" (default, the GRPO paper's).
+    clip_max: optional cap of the per-token estimate (see :func:`kl_per_token`).
     aggregation / normalizer / max_length: as :func:`aggregate`.
 
   Returns:
@@ -286,7 +293,7 @@ def kl_penalty(logp: Array, ref_logp: Array, mask: Array, *, estimator: str = "k
   _check_shape(ref_logp, logp.shape, "ref_logp", "logp")
   mask = _mask(mask, logp.shape, "logp")
   per_token = kl_per_token(_sanitise(logp, mask), _sanitise(jax.lax.stop_gradient(ref_logp), mask),
-                           estimator=estimator)
+                           estimator=estimator, clip_max=clip_max)
   loss = aggregate(per_token, mask, aggregation=aggregation, normalizer=normalizer, max_length=max_length)
   mean, _, mx = _masked_stats(jax.lax.stop_gradient(per_token), mask)
   return loss, {"kl_mean": mean, "kl_max": mx}

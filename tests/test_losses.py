@@ -325,3 +325,12 @@ def test_value_loss_vs_numpy(variant, clip_eps):
 def test_validation_errors(call, match):
   with pytest.raises((ValueError, TypeError), match=match):
     call(_batch())
+
+
+def test_kl_clip_max():
+  lp = np.zeros((1, 3), np.float32)
+  ref = np.array([[0.0, 3.0, 5.0]], np.float32)
+  per = np.asarray(losses.kl_per_token(lp, ref, estimator="k3", clip_max=10.0))
+  np.testing.assert_allclose(per, np.minimum(np.exp(ref[0]) - 1 - ref[0], 10.0)[None], rtol=1e-5)
+  with pytest.raises(ValueError, match="clip_max"):
+    losses.kl_per_token(lp, ref, clip_max=0.0)
