@@ -120,12 +120,14 @@ def test_eval_shape_param_counts():
                         num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=4096,
                         rms_norm_eps=1e-6, rope_theta=10000.0, tie_word_embeddings=False, model_type="qwen2",
                         architectures=["Qwen2ForCausalLM"], use_sliding_window=False, sliding_window=4096,
-                        max_window_layers=28, hidden_act="silu", bos_token_id=151643, eos_token_id=151643)
-  for hf_dict, known in ((qwen25_05b, 494_032_768), (qwen25_math_7b, None)):
+                        max_window_layers=28, hidden_act="silu", bos_token_id=151643, eos_token_id=151643,
+                        use_mrope=False)
+  for hf_dict, known in ((qwen25_05b, 494_032_768), (qwen25_math_7b, 7_615_616_512)):
     config = qwen2.Qwen2Config.from_hf_dict(hf_dict)
     shapes = jax.eval_shape(qwen2.init_params, config, jax.random.key(0))
     ours = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
-    hf_kwargs = {k: v for k, v in hf_dict.items() if k not in ("model_type", "architectures", "rope_theta")}
+    hf_kwargs = {k: v for k, v in hf_dict.items()
+                 if k not in ("model_type", "architectures", "rope_theta", "use_mrope")}
     hf_kwargs["rope_parameters"] = {"rope_type": "default", "rope_theta": hf_dict["rope_theta"]}
     with torch.device("meta"):
       model = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**hf_kwargs))
@@ -141,6 +143,8 @@ def test_eval_shape_param_counts():
     (dict(rope_scaling={"rope_type": "yarn", "factor": 4.0}), "yarn"),
     (dict(rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4}), "linear"),
     (dict(hidden_act="gelu"), "hidden_act"),
+    (dict(use_mrope=True), "mrope"),
+    (dict(layer_types=["sliding_attention"]), "layer_types"),
     (dict(model_type="llama", architectures=["LlamaForCausalLM"]), "architecture"),
     (dict(hidden_size=None), "hidden_size"),
 ])
@@ -162,3 +166,20 @@ def test_value_head_shapes():
   assert v.shape == (2, 5) and v.dtype == jnp.float32
   np.testing.assert_allclose(np.asarray(v), np.asarray(hidden) @ np.asarray(vp["kernel"]) + float(vp["bias"]),
                              rtol=1e-5, atol=1e-6)
+
+
+def test_remat_gives_same_gradients_and_config_is_a_static_pytree():
+  config = qwen2.Qwen2Config(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                             num_attention_heads=2, num_key_value_heads=1)
+  params = qwen2.init_params(config, jax.random.key(0))
+  tokens = jax.random.randint(jax.random.key(1), (2, 6), 0, 32)
+  assert jax.tree.leaves(config) == []
+
+  @jax.jit  # config passed as an ordinary (static pytree) argument
+  def grads(params, config):
+    return jax.grad(lambda p: jnp.sum(jnp.sin(qwen2.forward(p, config, tokens)[0])))(params)
+
+  g = grads(params, config)
+  g_remat = grads(params, dataclasses.replace(config, remat=True))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7),
+               g, g_remat)

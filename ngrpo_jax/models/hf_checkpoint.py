@@ -80,7 +80,10 @@ class _SafetensorsFile:
 
 
 def _write_safetensors(path: pathlib.Path, tensors: list):
-  """Writes [(name, producer)] where producer() -> np.ndarray, streaming one tensor at a time."""
+  """Writes a safetensors file from [(name, shape, dtype, produce)], streaming one tensor at a time.
+
+  ``produce()`` returns the tensor as a numpy array; only one tensor is on the host at any time.
+  """
   header, offset, arrays = {}, 0, []
   for name, shape, dtype, _ in tensors:
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize

@@ -159,6 +159,8 @@ class Qwen2Config:
       raise ValueError(f"unsupported layer_types {sorted(set(layer_types))}: only 'full_attention' is implemented")
     if d.get("attention_dropout", 0.0):
       raise ValueError(f"attention_dropout={d['attention_dropout']} is not supported (must be 0)")
+    if d.get("use_mrope", False):
+      raise ValueError("use_mrope=true (multimodal RoPE) is not supported")
     if d.get("attention_bias") is False:
       raise ValueError("attention_bias=false is not supported: Qwen2 has q/k/v biases")
     rope_theta = d.get("rope_theta")
