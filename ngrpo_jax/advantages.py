@@ -27,12 +27,11 @@ Value checks (NaN rewards, out-of-range group ids) run only when the inputs are 
 """
 from typing import Callable, NamedTuple, Optional
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-Array = chex.Array
+Array = jax.Array  # (the math core needs only jax and numpy at run time)
 
 
 # ----------------------------------------------------------------------------------------------------------

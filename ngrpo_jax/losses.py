@@ -18,12 +18,11 @@ equals the full-batch loss exactly. Rows without valid tokens contribute nothing
 """
 from typing import Optional
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-Array = chex.Array
+Array = jax.Array  # (the math core needs only jax and numpy at run time)
 
 AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
 KL_ESTIMATORS = ("k1", "k2", "k3")
