@@ -10,7 +10,6 @@ import torch
 import transformers
 
 from ngrpo_jax import models
-from ngrpo_jax.models import hf_checkpoint
 from ngrpo_jax.models import qwen2
 from tests import tiny_checkpoints
 
@@ -160,3 +159,20 @@ def test_tokenizer_loads_with_chat_template(ckpt):
   ids = tok(text)["input_ids"]
   assert tok.decode(ids) == text
   assert max(ids) < tiny_checkpoints.tiny_qwen2_config().vocab_size
+
+
+def test_flax_initialised_params_export_to_transformers(tmp_path):
+  """params from init_params → save_pretrained → transformers logits equal our forward (f32, ≤ 1e-4)."""
+  config = qwen2.Qwen2Config(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=1, rope_theta=1e6, initializer_range=0.2,
+                             eos_token_id=(2, 3), tie_word_embeddings=True)
+  params = qwen2.init_params(config, jax.random.key(0))
+  params["layers"]["self_attn"]["k_proj"]["bias"] = 0.3 * jax.random.normal(jax.random.key(1), (2, 8))
+  models.save_pretrained(tmp_path, config, params)
+  model = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path), dtype=torch.float32).eval()
+  assert model.config.eos_token_id == [2, 3]
+  tokens = np.random.default_rng(0).integers(0, 64, (2, 8))
+  with torch.no_grad():
+    expected = model(input_ids=torch.tensor(tokens)).logits.numpy()
+  logits, _ = qwen2.forward(params, config, jnp.asarray(tokens, jnp.int32))
+  np.testing.assert_allclose(np.asarray(logits), expected, atol=1e-4, rtol=0)

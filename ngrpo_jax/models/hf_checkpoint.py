@@ -13,8 +13,6 @@ import json
 import os
 import pathlib
 import re
-from typing import Any, Optional
-
 import jax
 import jax.numpy as jnp
 import ml_dtypes
@@ -50,7 +48,6 @@ _SAFETENSORS_DTYPES = {
     "I16": np.dtype(np.int16), "I8": np.dtype(np.int8), "U8": np.dtype(np.uint8), "BOOL": np.dtype(np.bool_),
 }
 _DTYPE_NAMES = {v: k for k, v in _SAFETENSORS_DTYPES.items()}
-_TORCH_DTYPE_NAMES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16", "float64": "float64"}
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -26,7 +26,8 @@ def token_logprobs(params: dict, config: qwen2.Qwen2Config, hidden: jax.Array, t
                    chunk_size: int = 128, temperature: float = 1.0, return_entropy: bool = False):
   """Per-token log-probabilities (and entropies) of ``targets`` under the LM head, chunked over time.
 
-      z_t = (h_t W_head) / τ,   log π(y_t) = z_t[y_t] - logsumexp(z_t),   H_t = logsumexp(z_t) - Σ_v softmax(z_t)_v z_t,v
+      z_t = (h_t W_head) / τ,   log π(y_t) = z_t[y_t] - logsumexp(z_t),
+      H_t = -Σ_v π_v log π_v = logsumexp(z_t) - Σ_v softmax(z_t)_v z_t,v
 
   Args:
     params: model params (only the LM head / tied embedding is used).
