@@ -221,14 +221,21 @@ def keep_mask(algo: algorithms_lib.Algorithm, rewards: np.ndarray, r_max: float)
 GradeFn = Callable[[list, list], tuple]
 
 
-def default_grade_fn(num_workers: int = 0, timeout: float = 1.0) -> GradeFn:
-  """``grade(responses, golds) -> (correct bool[N], parseable bool[N])`` via ``ngrpo_jax.grading``."""
+def default_grade_fn(pool=None, timeout: float = 1.0, require_boxed: bool = True) -> GradeFn:
+  """``grade(responses, golds) -> (correct bool[N], parseable bool[N])`` via ``ngrpo_jax.grading.grade_batch``.
+
+  Args:
+    pool: a ``grading.WorkerPool`` (reused across steps); None uses ``grading.default_pool()``.
+    timeout: seconds per answer.
+    require_boxed: only boxed answers count (the RL format rule); "parseable" means a boxed answer was found.
+  """
   from ngrpo_jax import grading  # pylint: disable=g-import-not-at-top
 
   def grade(responses, golds):
-    results = grading.grade_batch(responses, golds, num_workers=num_workers, timeout=timeout)
-    correct = np.array([bool(r.correct) for r in results])
-    parseable = np.array([r.extracted is not None for r in results])
+    results = grading.grade_batch(golds, responses, timeout=timeout, require_boxed=require_boxed,
+                                  pool=pool if pool is not None else grading.default_pool())
+    correct = np.array([bool(r.equivalent) for r in results], bool)
+    parseable = np.array([r.pred_answer is not None and (r.boxed or not require_boxed) for r in results], bool)
     return correct, parseable
 
   return grade

@@ -1,0 +1,100 @@
+"""Orbax checkpoints of the full train state (params, optimiser state, step, PRNG key, data position,
+reference policy) plus the run's config as JSON; keep-last-N; resume from the latest; HF export.
+
+A state restored by :func:`restore_latest` is bit-identical to the one saved (on CPU), so a resumed run
+continues exactly like an uninterrupted one (tested in ``tests/test_training_loop.py``).
+"""
+import json
+import os
+import pathlib
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from ngrpo_jax.training import state as state_lib
+
+
+def _to_tree(state: state_lib.TrainState) -> dict:
+  tree = {"step": state.step, "params": state.params, "opt_state": state.opt_state, "rng": state.rng,
+          "data_position": state.data_position}
+  if state.ref_params is not None:
+    tree["ref_params"] = state.ref_params
+  return tree
+
+
+def _from_tree(tree: dict, like: state_lib.TrainState) -> state_lib.TrainState:
+  return state_lib.TrainState(step=tree["step"], params=tree["params"], opt_state=tree["opt_state"],
+                              rng=tree["rng"], data_position=tree["data_position"],
+                              ref_params=tree.get("ref_params") if like.ref_params is not None else None)
+
+
+class Checkpointer:
+  """Saves / restores ``TrainState`` under ``directory`` (one orbax step folder per saved step).
+
+  Args:
+    directory: checkpoint root (created).
+    keep: keep the last ``keep`` checkpoints (older ones are deleted).
+  """
+
+  def __init__(self, directory, keep: int = 3):
+    if keep < 1:
+      raise ValueError(f"keep must be >= 1, got {keep}")
+    self.directory = pathlib.Path(directory).absolute()
+    self.directory.mkdir(parents=True, exist_ok=True)
+    self._manager = ocp.CheckpointManager(
+        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+
+  def save(self, state: state_lib.TrainState, config: Optional[dict] = None, extra: Optional[dict] = None):
+    """Writes the state at ``int(state.step)`` (blocking) with the JSON ``config`` / ``extra`` metadata."""
+    step = int(jax.device_get(state.step))
+    meta = {"config": config or {}, "extra": extra or {}, "step": step}
+    self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(_to_tree(state)),
+                                                     meta=ocp.args.JsonSave(meta)), force=True)
+    self._manager.wait_until_finished()
+
+  def latest_step(self) -> Optional[int]:
+    return self._manager.latest_step()
+
+  def all_steps(self) -> list:
+    return list(self._manager.all_steps())
+
+  def restore_latest(self, like: state_lib.TrainState) -> tuple[Optional[state_lib.TrainState], dict]:
+    """(state, metadata) of the latest checkpoint, or (None, {}) when there is none.
+
+    Args:
+      like: a state with the same structure (e.g. freshly created); its arrays give shapes and dtypes.
+    """
+    step = self.latest_step()
+    if step is None:
+      return None, {}
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, _to_tree(like))
+    restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                                   meta=ocp.args.JsonRestore()))
+    return _from_tree(restored["state"], like), dict(restored["meta"])
+
+  def close(self):
+    self._manager.close()
+
+
+def export_hf(path, model_config, policy_params, tokenizer=None):
+  """Writes the policy as a Hugging Face directory (``models.save_pretrained``) plus the tokenizer."""
+  from ngrpo_jax import models  # pylint: disable=g-import-not-at-top
+  path = os.fspath(path)
+  models.save_pretrained(path, model_config, jax.device_get(policy_params))
+  if tokenizer is not None:
+    tokenizer.save_pretrained(path)
+  return path
+
+
+def write_json(path, obj: Any):
+  """Writes ``obj`` as indented JSON (numpy / jax scalars converted)."""
+
+  def default(o):
+    if isinstance(o, (np.generic, jnp.ndarray, np.ndarray)):
+      return np.asarray(o).tolist()
+    return str(o)
+
+  pathlib.Path(path).write_text(json.dumps(obj, indent=2, default=default, sort_keys=True) + "\n")
