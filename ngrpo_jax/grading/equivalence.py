@@ -24,6 +24,7 @@ DEFAULT_TIMEOUT = 1.0
 _SYMBOLIC_FUNCTION = "ngrpo_jax.grading.symbolic:compare_texts"
 _WORD_ANSWER = re.compile(r"[A-Za-z][A-Za-z ]{3,}")
 _MAX_NORMALIZE_CHARS = 5000
+_BASE_NUMERAL = re.compile(r"([0-9A-Za-z]+)_\{?(\d{1,2})\}?")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +78,16 @@ def _numeric_equal(g, p, gold: normalize.Normalized, pred: normalize.Normalized)
   return False
 
 
+def _base_numerals_equal(g_base, p_base, g_key: str, p_key: str) -> Optional[bool]:
+  """``52_8`` vs ``52_8``/``52_{8}``/``52``: same digits and (if both given) same base; None if undecidable."""
+  if g_base and p_base:
+    return g_base.group(1).lower() == p_base.group(1).lower() and int(g_base.group(2)) == int(p_base.group(2))
+  base, other = (g_base, p_key) if g_base else (p_base, g_key)
+  if re.fullmatch(r"[0-9A-Za-z]+", other):
+    return base.group(1).lower() == other.lower()
+  return None
+
+
 def prepare(gold: str, response: str, *, require_boxed: bool = False) -> _Prepared:
   """Cheap stages 1-3 (extraction, normalisation, string and numeric rules). Never raises."""
   empty = normalize.Normalized("", "")
@@ -104,6 +115,12 @@ def prepare(gold: str, response: str, *, require_boxed: bool = False) -> _Prepar
   if re.sub(r"\s+", "", g_text) == re.sub(r"\s+", "", p_text):
     return _Prepared(gold_answer, extraction.answer, g, p, extraction.boxed, True, "string",
                      "normalised strings match after removing 'x ='")
+  g_base, p_base = _BASE_NUMERAL.fullmatch(g.key), _BASE_NUMERAL.fullmatch(p.key)
+  if g_base or p_base:
+    verdict = _base_numerals_equal(g_base, p_base, g.key, p.key)
+    if verdict is not None:
+      return _Prepared(gold_answer, extraction.answer, g, p, extraction.boxed, verdict, "numeric",
+                       "base-b numerals " + ("match" if verdict else "differ"))
   g_value, p_value = numbers.parse_number(g_text), numbers.parse_number(p_text)
   if g_value is not None and p_value is not None:
     verdict = _numeric_equal(g_value, p_value, g, p)

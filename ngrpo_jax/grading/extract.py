@@ -98,9 +98,9 @@ def last_boxed(text: str) -> Optional[str]:
   return None
 
 
-_PHRASES = re.compile(
-    r"(?:final\s+answer|the\s+answer|answer)\s*(?:is|:|=)?\s*[:=]?\s*(?:\*\*)?\s*:?\s*"
-    r"(?:\*\*)?\s*(.+?)\s*(?:\n|$)", re.IGNORECASE)
+_PHRASES = re.compile(r"(?:final\s+answer|answer)\s*(?:\*\*)?\s*(?:is|:|=)\s*(?:\*\*)?\s*:?\s*",
+                      re.IGNORECASE)
+_SENTENCE_END = re.compile(r"\.(?:\s|$)|\n")
 _INLINE_MATH = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
 _WORD = re.compile(r"[A-Za-z]{3,}")
 _MATH_WORDS = frozenset(
@@ -149,12 +149,14 @@ def extract_answer(text: str, *, require_boxed: bool = False) -> Extraction:
     return Extraction(None, "none")
   tail = text[-_TAIL_CHARS:]
   phrases = list(_PHRASES.finditer(tail))
-  for m in reversed(phrases):
-    candidate = _strip_wrappers(m.group(1))
-    # "the answer is $73$." -> 73; prefer the math segment inside the phrase if there is one.
-    inner = _INLINE_MATH.findall(m.group(1))
-    if inner:
-      candidate = _strip_wrappers(next(g for g in inner[-1] if g))
+  if phrases:
+    rest = tail[phrases[-1].end():]
+    inner = _INLINE_MATH.match(rest.lstrip())
+    if inner:  # "the answer is $73$." -> 73
+      candidate = _strip_wrappers(next(g for g in inner.groups() if g))
+    else:
+      end = _SENTENCE_END.search(rest)
+      candidate = _strip_wrappers(rest[:end.start()] if end else rest)
     if candidate:
       return Extraction(candidate, "phrase")
   if _looks_like_bare_answer(text):

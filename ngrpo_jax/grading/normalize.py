@@ -22,7 +22,8 @@ _UNICODE = {
     "\u2009": " ", "\u00a0": " ", "\u200b": "",
 }
 _SPACING = re.compile(r"\\[!,;:> ]|\\quad|\\qquad|~|\\displaystyle|\\textstyle|\\limits")
-_WRAPPERS = re.compile(r"\\(?:mathbf|textbf|boldsymbol|bm|mathit|textit|mathrm|operatorname|rm|bf)\s*(?=\{)")
+_WRAPPER_COMMANDS = ("\\mathbf", "\\textbf", "\\boldsymbol", "\\bm", "\\mathit", "\\textit", "\\operatorname",
+                     "\\displaystyle")
 _DEGREE = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|\\degree|\^\s*\{\s*\\text\{\s*o\s*\}\s*\}|"
                      r"\s*\\text\{\s*degrees?\s*\}|\s+degrees?\b")
 _PERCENT = re.compile(r"\\%|%|\s*\\text\{\s*percent\s*\}|\s+percent\b")
@@ -104,6 +105,19 @@ def _unwrap(s: str, command: str) -> str:
   return "".join(out)
 
 
+def extract_braces_balanced(s: str) -> bool:
+  """True when every prefix of ``s`` closes no more braces than it opens and the totals match."""
+  depth = 0
+  for c in s:
+    if c == "{":
+      depth += 1
+    elif c == "}":
+      depth -= 1
+      if depth < 0:
+        return False
+  return depth == 0
+
+
 def strip_leading_variable(s: str) -> str:
   """``x = 5`` -> ``5`` (a single variable, optionally subscripted, then ``=``)."""
   m = _LEADING_VARIABLE.match(s)
@@ -136,7 +150,9 @@ def normalize_answer(answer: str) -> Normalized:
   s = s.replace("\\leqslant", "\\le").replace("\\geqslant", "\\ge")
   s = re.sub(r"\\(?:hline|vline)", "", s)
   s = _SPACING.sub(" ", s)
-  s = _WRAPPERS.sub("", s)
+  for command in _WRAPPER_COMMANDS:
+    if command in s:
+      s = _unwrap(s, command)
   s = s.replace("{,}", "")
   s = _DOLLAR_UNITS.sub("", s)
   s = s.replace("\\$", "")
@@ -169,6 +185,8 @@ def normalize_answer(answer: str) -> Normalized:
   s = re.sub(r"\s+", " ", s).strip().rstrip(".").strip()
   if _THOUSANDS.match(s.replace(" ", "")):
     s = s.replace(",", "").replace(" ", "")
+  while s.startswith("{") and s.endswith("}") and extract_braces_balanced(s[1:-1]):
+    s = s[1:-1].strip()
   key = re.sub(r"\s+", "", s)
   key = re.sub(r"\\text\{([^{}]*)\}", lambda m: m.group(1).lower(), key)
   if re.fullmatch(r"[A-Za-z][A-Za-z ]*", s):

@@ -75,7 +75,10 @@ def _child_main(read_fd: int, write_fd: int, memory_limit_mb: int, preload: Sequ
       except Exception:  # pylint: disable=broad-except
         pass
   _set_memory_limit(memory_limit_mb)
-  outbox.send(("ready", os.getpid()))
+  try:
+    outbox.send(("ready", os.getpid()))
+  except OSError:  # the parent went away (pool closed during start-up)
+    return
   while True:
     try:
       message = inbox.recv()
@@ -96,6 +99,8 @@ def _child_main(read_fd: int, write_fd: int, memory_limit_mb: int, preload: Sequ
       reply = ("error", f"{type(e).__name__}: {e}"[:500])
     try:
       outbox.send(reply)
+    except OSError:
+      return
     except Exception as e:  # pylint: disable=broad-except  (unpicklable result)
       outbox.send(("error", f"cannot send result: {type(e).__name__}"))
 
