@@ -163,7 +163,15 @@ def test_huge_integers_are_exact(pool):
     ("\\text{Evelyn}", "Evelyn", True), ("\\text{Monday}", "\\text{Tuesday}", False),
     ("5.4 \\text{ cents}", "5.4", True), ("5.4 \\text{ cents}", "54", False),
     ("52_8", "52_8", True), ("52_8", "52", True), ("52_8", "53_8", False), ("52_8", "42", False),
-    ("C", "\\textbf{(C)}", True), ("C", "(D)", False),
+    ("C", "\\textbf{(C)}", True), ("C", "(D)", False), ("10 \\text{ cm}", "10cm", True), ("2", "2xy", False),
+    ("2", "2 xy", False),
+    # adversarial: text that negates, several answers, a sign choice
+    ("42", "\\boxed{42 \\text{ is not the answer}}", False), ("42", "42 is wrong", False),
+    ("42", "The answer is 42 or 43", False), ("42", "\\pm 42", False), ("2", "\\boxed{2}\\text{ or }\\boxed{3}", False),
+    # malformed / truncated LaTeX and degrees inside trig functions
+    ("\\frac{3}{4}", "\\frac 3 4", True), ("\\frac{3}{4}", "\\frac{3}{4", True), ("(1,2)", "\\left(1,2\\right", True),
+    ("\\cos 30^\\circ", "\\frac{\\sqrt3}{2}", True), ("-2 < x < 3", "(-2, 3)", True),
+    ("y = 2x + 3", "2x - y + 3 = 0", True), ("\\{(1,2),(3,4)\\}", "\\{(3,4),(1,2)\\}", True),
 ])
 def test_rules(pool, gold, pred, expected):
   result = grading.check(gold, pred, pool=pool)

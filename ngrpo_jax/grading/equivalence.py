@@ -126,6 +126,9 @@ def prepare(gold: str, response: str, *, require_boxed: bool = False) -> _Prepar
     verdict = _numeric_equal(g_value, p_value, g, p)
     return _Prepared(gold_answer, extraction.answer, g, p, extraction.boxed, verdict, "numeric",
                      "exact numeric match" if verdict else "numbers differ")
+  if normalize.has_disqualifying_text(p.text):
+    return _Prepared(gold_answer, extraction.answer, g, p, extraction.boxed, False, "text",
+                     "prediction contains a sentence or negation in \\text{}")
   if _WORD_ANSWER.fullmatch(g.text) and _WORD_ANSWER.fullmatch(p.text):
     return _Prepared(gold_answer, extraction.answer, g, p, extraction.boxed, False, "text", "words differ")
   return _Prepared(gold_answer, extraction.answer, g, p, extraction.boxed, None, "symbolic", "")

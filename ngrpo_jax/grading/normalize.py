@@ -31,7 +31,7 @@ _TRAILING_TEXT_UNIT = re.compile(
     r"^(?P<value>.*?[\w}).])\s*\\(?:text|mbox|textrm|mathrm)\s*\{\s*(?P<unit>[A-Za-z][A-Za-z .\-]*)\}"
     r"\s*(?:\^\s*\{?\s*[23]\s*\}?)?\s*$")
 _MATH_NAMES = frozenset("pi sin cos tan cot sec csc log ln exp sqrt frac cup cap infty or and i e".split())
-_TRAILING_WORD_UNIT = re.compile(r"^(?P<value>[-+]?[\d.,/{}\\a-z]*\d[\d.}]*)\s+(?P<unit>[A-Za-z][A-Za-z .]*?)"
+_TRAILING_WORD_UNIT = re.compile(r"^(?P<value>[-+]?[\d.,/{}\\a-z]*\d[\d.}]*)(?P<space>\s*)(?P<unit>[A-Za-z][A-Za-z .]*?)"
                                  r"(?:\^\s*\{?\s*[23]\s*\}?)?\s*$")
 _THOUSANDS = re.compile(r"^[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 _OR_AND = re.compile(r"\s*(?:\\text\{\s*(?:or|and)\s*\}|\\(?:mbox|textrm)\{\s*(?:or|and)\s*\}|\s+or\s+|\s+and\s+)\s*")
@@ -40,6 +40,54 @@ _FRAC_SHORT = re.compile(r"\\frac\s*(\d)\s*(\d)")
 _FRAC_HALF_SHORT = re.compile(r"\\frac\s*(\{[^{}]*\})\s*(\d)|\\frac\s*(\d)\s*(\{[^{}]*\})")
 _SQRT_SHORT = re.compile(r"\\sqrt\s*(\d+|[a-zA-Z])")
 _DOLLAR_UNITS = re.compile(r"^\\\$\s*|^\$\s*(?=\d)")
+
+
+_TRIG = re.compile(r"\\(?:sin|cos|tan|cot|sec|csc)")
+_DEGREE_ARGUMENT = re.compile(r"(\d+(?:\.\d+)?)\s*(?:\^\s*\{\s*\\circ\s*\}|\^\s*\\circ)")
+_SHORT_UNITS = frozenset(
+    "cm m km mm nm kg g mg lb lbs oz ft in yd mi s ms min h hr hrs l ml mph kph sq cc km/h m/s".split())
+_NOT_UNITS = frozenset("not no is isn't are wrong incorrect false never none or and but than if".split())
+_MAX_UNIT_WORDS = 3
+
+
+def _is_unit(unit: str, spaced: bool = True) -> bool:
+  """A trailing unit: up to 3 words, none a negation or a math name; without a space only known units."""
+  words = unit.replace(".", " ").lower().split()
+  if not words or len(words) > _MAX_UNIT_WORDS:
+    return False
+  if any(w in _NOT_UNITS or w in _MATH_NAMES for w in words):
+    return False
+  if not spaced or len(words[0]) < 3:
+    return words[0] in _SHORT_UNITS or (spaced and len(words[0]) >= 3)
+  return True
+
+
+def has_disqualifying_text(text: str) -> bool:
+  """True if a ``\text{...}`` left in the answer contains a negation or sentence (``42 \text{ is not it}``)."""
+  for m in re.finditer(r"\\(?:text|mbox|textrm)\s*\{([^{}]*)\}", text):
+    words = m.group(1).lower().split()
+    if len(words) > _MAX_UNIT_WORDS or any(w in _NOT_UNITS and w not in ("or", "and") for w in words):
+      return True
+  return False
+
+
+def _close_brackets(s: str) -> str:
+  """Appends missing closing braces/brackets of a truncated answer (``\frac{3}{4`` -> ``\frac{3}{4}``)."""
+  stack = []
+  pairs = {"{": "}", "(": ")", "[": "]"}
+  for c in s:
+    if c in pairs:
+      stack.append(pairs[c])
+    elif c in ")]}":
+      if stack and stack[-1] == c:
+        stack.pop()
+      elif c == "}" or not stack:
+        return s  # mismatched rather than truncated (e.g. the interval "[1, 2)"): leave it alone
+      else:
+        stack.pop()
+  if len(stack) > 8:
+    return s
+  return s + "".join(reversed(stack))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,6 +204,8 @@ def normalize_answer(answer: str) -> Normalized:
   s = s.replace("{,}", "")
   s = _DOLLAR_UNITS.sub("", s)
   s = s.replace("\\$", "")
+  if _TRIG.search(s):  # \cos 30^\circ: the degree sign converts the argument to radians
+    s = _DEGREE_ARGUMENT.sub(r"(\1\\pi/180)", s)
   degrees = False
   if _DEGREE.search(s):
     s = _DEGREE.sub("", s)
@@ -167,13 +217,14 @@ def normalize_answer(answer: str) -> Normalized:
   s = _OR_AND.sub(", ", s)
   unit = ""
   m = _TRAILING_TEXT_UNIT.match(s)
-  if m and m.group("value").strip():
+  if m and m.group("value").strip() and _is_unit(m.group("unit")):
     unit = m.group("unit").strip()
     s = m.group("value").strip()
   m = _TRAILING_WORD_UNIT.match(s)
-  if m and m.group("unit").strip().lower() not in _MATH_NAMES and len(m.group("unit").strip()) >= 2:
+  if m and _is_unit(m.group("unit"), spaced=bool(m.group("space"))):
     unit = m.group("unit").strip()
     s = m.group("value").strip()
+  s = _close_brackets(s)
   # A bare \text{...} answer (a name, a word): keep the words.
   stripped = s.strip()
   if re.fullmatch(r"\\(?:text|mbox|textrm)\{[^{}]*\}", stripped):
