@@ -1,0 +1,429 @@
+"""Paper-style tables and figures from several evaluation / training-run directories.
+
+For every dataset found, writes (as in the NGRPO paper's Tables 1–3 and Figure 4):
+  * ``tables.md`` (all datasets) and ``table_<dataset>.csv``: rows = methods, columns = pass@k in % for
+    k = 1, 2, 4, …, N and the Pass@k AUC; the best value of each column in bold (markdown);
+  * ``pass_at_k_<dataset>.png``: pass@k curves (log-scale k) per method with bootstrap CI bands;
+and from the trainers' metrics JSONL files:
+  * ``training_curves.png``: entropy, response length, reward / accuracy, advantage statistics and the
+    fractions of homogeneous (all-correct / all-wrong) and mixed groups against the training step — for
+    whichever of these keys the files hold (missing ones are skipped).
+
+Usage:
+  python -m experiments.report --inputs=<eval_or_run_dir>,<eval_or_run_dir>,... \
+      [--labels=NGRPO,GRPO,...] --output_dir=/tmp/report
+
+An input is an evaluation directory (``summary.json``, as written by experiments/evaluate.py) or a run
+directory: its ``summary.json`` files are found recursively, and its ``--metrics_file`` (default
+``metrics.jsonl``) anywhere below it.
+"""
+import csv
+import io
+import json
+import math
+import pathlib
+import re
+from typing import NamedTuple, Optional, Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+_INPUTS = flags.DEFINE_list("inputs", None, "Evaluation or run directories (comma-separated).")
+_LABELS = flags.DEFINE_list("labels", None, "Method names, one per input (default: each summary's label, "
+                            "else the directory name).")
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where to write the tables and PNGs.")
+_KS = flags.DEFINE_list("ks", None, "Table columns k (default 1, 2, 4, ..., N).")
+_CI = flags.DEFINE_bool("ci", False, "Show the bootstrap CIs in the markdown tables.")
+_METRICS_FILE = flags.DEFINE_string("metrics_file", "metrics.jsonl", "Name of the trainers' metrics JSONL file.")
+_TRAIN_KEYS = flags.DEFINE_list("train_metrics", None, "Plot exactly these metric keys (one panel each) instead "
+                                "of the default panels.")
+_SMOOTH = flags.DEFINE_integer("smooth", 1, "Moving-average window for training curves (1 = raw).")
+
+SUMMARY_FILE = "summary.json"
+
+# Default training-curve panels: (title, y label, predicate on a metric key).
+PANELS = (
+    ("Policy entropy", "nats / token", lambda k: "entropy" in k),
+    ("Response length", "tokens", lambda k: re.search(r"(^|[/_])(response_)?len(gth)?(s|_mean|_max)?($|[/_])", k)
+     is not None and "time" not in k),
+    ("Reward and accuracy", "value", lambda k: k.split("/")[-1].startswith(("reward", "accuracy"))
+     or k in ("reward", "accuracy")),
+    ("Advantage", "advantage", lambda k: k.split("/")[-1].startswith(("adv_", "advantage"))),
+    ("Group kinds", "fraction of groups", lambda k: any(s in k for s in ("all_correct", "all_wrong", "mixed",
+                                                                        "homogeneous"))
+     and ("frac" in k or "share" in k)),
+)
+
+
+class Evaluation(NamedTuple):
+  method: str
+  dataset: str
+  summary: dict
+  path: pathlib.Path
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Discovery.
+
+
+def _read_summary(path: pathlib.Path) -> dict:
+  try:
+    summary = json.loads(path.read_text())
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path} is not valid JSON ({e.msg})") from None
+  if not isinstance(summary, dict) or not isinstance(summary.get("pass_at_k"), dict):
+    raise ValueError(f"{path} is not an evaluation summary (no 'pass_at_k')")
+  return summary
+
+
+def find_evaluations(inputs: Sequence[str], labels: Optional[Sequence[str]] = None) -> list:
+  """Evaluation summaries below each input directory, as ``Evaluation`` tuples.
+
+  The method is the input's label (if given), else the summary's ``label``, else the directory name; the
+  dataset is the summary's ``dataset`` (else "unknown"). A (method, dataset) pair seen twice gets the
+  summary directory's name appended so rows stay distinct.
+  """
+  if labels is not None and len(labels) != len(inputs):
+    raise ValueError(f"--labels has {len(labels)} names for {len(inputs)} inputs")
+  found, seen = [], set()
+  for i, inp in enumerate(inputs):
+    root = pathlib.Path(inp)
+    if not root.is_dir():
+      raise FileNotFoundError(f"input directory {inp} does not exist")
+    paths = [root / SUMMARY_FILE] if (root / SUMMARY_FILE).is_file() else sorted(root.rglob(SUMMARY_FILE))
+    for path in paths:
+      summary = _read_summary(path)
+      method = (labels[i] if labels else None) or summary.get("label") or path.parent.name
+      dataset = str(summary.get("dataset") or "unknown")
+      if (method, dataset) in seen:
+        method = f"{method} ({path.parent.name})"
+      seen.add((method, dataset))
+      found.append(Evaluation(method, dataset, summary, path.parent))
+  return found
+
+
+def find_metrics_files(inputs: Sequence[str], filename: str, labels: Optional[Sequence[str]] = None) -> list:
+  """[(run name, path)] of the metrics JSONL files below each input directory."""
+  runs = []
+  for i, inp in enumerate(inputs):
+    root = pathlib.Path(inp)
+    paths = [root / filename] if (root / filename).is_file() else sorted(root.rglob(filename))
+    for path in paths:
+      name = (labels[i] if labels else None) or root.name
+      if len(paths) > 1:
+        name = f"{name} ({path.parent.relative_to(root)})"
+      runs.append((name, path))
+  return runs
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Tables.
+
+
+def table_columns(evals: Sequence[Evaluation], ks: Optional[Sequence[int]] = None) -> list:
+  """k columns: the given ks, else 1, 2, 4, … up to the largest N (plus N when N is not a power of two)."""
+  if ks:
+    return [int(k) for k in ks]
+  cols = set()
+  for e in evals:
+    cols.update(int(k) for k in e.summary.get("auc_ks") or e.summary["pass_at_k"])
+  return sorted(cols)
+
+
+def table_values(evals: Sequence[Evaluation], ks: Sequence[int]) -> np.ndarray:
+  """float[M, len(ks) + 1]: pass@k (%) per method and k, then the AUC; NaN where unavailable."""
+  out = np.full((len(evals), len(ks) + 1), np.nan)
+  for r, e in enumerate(evals):
+    for j, k in enumerate(ks):
+      v = e.summary["pass_at_k"].get(str(k))
+      out[r, j] = np.nan if v is None else float(v)
+    if e.summary.get("auc") is not None:
+      out[r, -1] = float(e.summary["auc"])
+  return out
+
+
+def _best_mask(values: np.ndarray) -> np.ndarray:
+  """True where a value equals its column's maximum at the 2 printed decimals (ties all bold)."""
+  rounded = np.round(values, 2)
+  with np.errstate(invalid="ignore"):
+    col_max = np.nanmax(np.where(np.isnan(rounded), -np.inf, rounded), axis=0)
+    return (rounded == col_max[None, :]) & ~np.isnan(rounded)
+
+
+def _describe(evals: Sequence[Evaluation]) -> str:
+  ns = sorted({str(e.summary.get("num_samples")) for e in evals})
+  ps = sorted({str(e.summary.get("num_problems")) for e in evals})
+  settings = [e.summary.get("settings") or {} for e in evals]
+  temps = sorted({str(s.get("temperature")) for s in settings if "temperature" in s})
+  top_ps = sorted({str(s.get("top_p")) for s in settings if "top_p" in s})
+  text = f"{'/'.join(ps)} problems, N = {'/'.join(ns)} samples per problem"
+  if temps:
+    text += f", temperature {'/'.join(temps)}"
+  if top_ps:
+    text += f", top-p {'/'.join(top_ps)}"
+  if len(ns) > 1:
+    text += " (N differs between methods: AUCs are over different k ranges)"
+  return text
+
+
+def markdown_table(dataset: str, evals: Sequence[Evaluation], ks: Sequence[int], ci: bool = False) -> str:
+  """A markdown table: rows = methods, columns = pass@k (%) for ``ks`` and the AUC; column best in bold."""
+  values = table_values(evals, ks)
+  best = _best_mask(values)
+  names = [f"k={k}" for k in ks] + ["AUC"]
+  lines = [f"### {dataset}", "", f"pass@k (%) and Pass@k AUC; {_describe(evals)}.", "",
+           "| Method | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+  for r, e in enumerate(evals):
+    cells = []
+    for j, name in enumerate(names):
+      v = values[r, j]
+      if np.isnan(v):
+        cells.append("–")
+        continue
+      text = f"{v:.2f}"
+      if best[r, j] and len(evals) > 1:
+        text = f"**{text}**"
+      key = "auc" if name == "AUC" else str(ks[j])
+      interval = e.summary.get("ci", {}).get(key)
+      if ci and interval:
+        text += f" [{interval[0]:.1f}, {interval[1]:.1f}]"
+      cells.append(text)
+    lines.append(f"| {e.method} | " + " | ".join(cells) + " |")
+  level = next((e.summary.get("ci_level") for e in evals if e.summary.get("ci_level")), None)
+  if ci and level:
+    lines += ["", f"Brackets: {100 * level:.0f}% percentile-bootstrap intervals over problems."]
+  return "\n".join(lines) + "\n"
+
+
+def csv_table(evals: Sequence[Evaluation], ks: Sequence[int]) -> str:
+  """CSV with columns method, num_problems, num_samples, pass@k for ``ks``, auc, auc_ci_low, auc_ci_high."""
+  values = table_values(evals, ks)
+  buf = io.StringIO()
+  writer = csv.writer(buf, lineterminator="\n")
+  writer.writerow(["method", "num_problems", "num_samples"] + [f"pass@{k}" for k in ks]
+                  + ["auc", "auc_ci_low", "auc_ci_high"])
+  for r, e in enumerate(evals):
+    interval = e.summary.get("ci", {}).get("auc") or ["", ""]
+    writer.writerow([e.method, e.summary.get("num_problems", ""), e.summary.get("num_samples", "")]
+                    + ["" if np.isnan(v) else f"{v:.4f}" for v in values[r]]
+                    + [f"{x:.4f}" if x != "" else "" for x in interval])
+  return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Figures.
+
+
+def _safe(name: str) -> str:
+  return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "dataset"
+
+
+def plot_pass_at_k(dataset: str, evals: Sequence[Evaluation], path) -> None:
+  """pass@k (%) against k on a log2 axis, one line per method (label with its AUC), CI bands if present."""
+  fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+  max_k = 1
+  for e in evals:
+    ks = np.array(sorted(int(k) for k in e.summary["pass_at_k"]))
+    ys = np.array([e.summary["pass_at_k"][str(k)] for k in ks])
+    max_k = max(max_k, int(ks[-1]))
+    auc = e.summary.get("auc")
+    label = e.method + (f" (AUC {auc:.2f})" if auc is not None else "")
+    (line,) = ax.plot(ks, ys, label=label, linewidth=1.8)
+    grid = [int(k) for k in e.summary.get("auc_ks", []) if str(k) in e.summary.get("ci", {})]
+    if grid:
+      lo = [e.summary["ci"][str(k)][0] for k in grid]
+      hi = [e.summary["ci"][str(k)][1] for k in grid]
+      ax.fill_between(grid, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
+      ax.plot(grid, [e.summary["pass_at_k"][str(k)] for k in grid], "o", color=line.get_color(), markersize=3.5)
+  ax.set_xscale("log", base=2)
+  ticks = [1 << i for i in range(max_k.bit_length()) if (1 << i) <= max_k]
+  ax.set_xticks(ticks)
+  ax.set_xticklabels([str(t) for t in ticks])
+  ax.set_xlim(1, max_k)
+  ax.set_xlabel("k (samples per problem, log scale)")
+  ax.set_ylabel("pass@k (%)")
+  ax.set_title(f"{dataset}: pass@k ({_describe(evals).split(',')[0]})")
+  ax.grid(True, which="major", alpha=0.3)
+  ax.legend(loc="lower right", fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    key = f"{prefix}{k}"
+    if isinstance(v, dict):
+      out.update(_flatten(v, key + "/"))
+    else:
+      out[key] = v
+  return out
+
+
+def read_metrics(path) -> dict:
+  """{key: (steps float[T], values float[T])} of the numeric entries of a metrics JSONL file.
+
+  The step is each line's ``step`` (else its line index); nested dicts are flattened with "/"; lines that
+  are not JSON objects (e.g. a half-written last line of a killed run) are skipped with a warning.
+  """
+  series = {}
+  with open(path, encoding="utf-8") as f:
+    for lineno, line in enumerate(f, start=1):
+      if not line.strip():
+        continue
+      try:
+        rec = json.loads(line)
+      except json.JSONDecodeError:
+        logging.warning("%s:%d: not JSON, skipped", path, lineno)
+        continue
+      if not isinstance(rec, dict):
+        continue
+      rec = _flatten(rec)
+      step = rec.get("step", lineno - 1)
+      for key, value in rec.items():
+        if key == "step" or isinstance(value, bool) or not isinstance(value, (int, float)):
+          continue
+        if math.isfinite(value):
+          series.setdefault(key, ([], []))
+          series[key][0].append(float(step))
+          series[key][1].append(float(value))
+  return {k: (np.asarray(s), np.asarray(v)) for k, (s, v) in series.items()}
+
+
+def _smooth(y: np.ndarray, window: int) -> np.ndarray:
+  if window <= 1 or y.size < window:
+    return y
+  kernel = np.ones(window) / window
+  head = np.cumsum(y[:window - 1]) / np.arange(1, window)
+  return np.concatenate([head, np.convolve(y, kernel, mode="valid")])
+
+
+def training_panels(runs: Sequence[tuple], keys: Optional[Sequence[str]] = None) -> list:
+  """[(title, y label, [(run, key)])] for the panels with at least one matching key in some run."""
+  all_keys = sorted({k for _, series in runs for k in series})
+  specs = ([(k, k, lambda x, k=k: x == k) for k in keys] if keys
+           else [(t, y, pred) for t, y, pred in PANELS])
+  panels = []
+  for title, ylabel, pred in specs:
+    matched = [k for k in all_keys if pred(k)]
+    lines = [(run, k) for run, series in runs for k in matched if k in series]
+    if lines:
+      panels.append((title, ylabel, lines))
+  return panels
+
+
+def plot_training(runs: Sequence[tuple], path, keys: Optional[Sequence[str]] = None, smooth: int = 1) -> list:
+  """Training-curve panels (see ``PANELS``) for ``runs`` = [(run name, read_metrics(...))].
+
+  Returns the list of panel titles drawn (empty: nothing to plot, no file written).
+  """
+  panels = training_panels(runs, keys)
+  if not panels:
+    return []
+  ncols = 2 if len(panels) > 1 else 1
+  nrows = math.ceil(len(panels) / ncols)
+  fig, axes = plt.subplots(nrows, ncols, figsize=(6.0 * ncols, 3.6 * nrows), dpi=110, squeeze=False)
+  single_run = len({run for run, _ in runs}) == 1
+  series_by_run = dict(runs)
+  run_names = list(series_by_run)
+  colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+  styles = ("-", "--", ":", "-.")
+  for ax, (title, ylabel, lines) in zip(axes.ravel(), panels):
+    panel_keys = list(dict.fromkeys(key for _, key in lines))
+    for run, key in lines:
+      steps, values = series_by_run[run][key]
+      if single_run:  # one colour per key
+        color, style, label = colors[panel_keys.index(key) % len(colors)], "-", key
+      else:  # one colour per run, one line style per key
+        color = colors[run_names.index(run) % len(colors)]
+        style, label = styles[panel_keys.index(key) % len(styles)], f"{run}: {key}"
+      ax.plot(steps, _smooth(values, smooth), style, color=color, label=label, linewidth=1.4)
+    ax.set_title(title)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+  for ax in axes.ravel()[len(panels):]:
+    ax.set_visible(False)
+  if single_run:
+    fig.suptitle(f"Training curves: {runs[0][0]}")
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
+  return [title for title, _, _ in panels]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The binary.
+
+
+def make_report(inputs: Sequence[str], output_dir, *, labels: Optional[Sequence[str]] = None,
+                ks: Optional[Sequence[int]] = None, ci: bool = False, metrics_file: str = "metrics.jsonl",
+                train_metrics: Optional[Sequence[str]] = None, smooth: int = 1) -> dict:
+  """Writes every table and figure; returns {"markdown": str, "files": [paths]}."""
+  out = pathlib.Path(output_dir)
+  evals = find_evaluations(inputs, labels)
+  runs = [(name, read_metrics(path)) for name, path in find_metrics_files(inputs, metrics_file, labels)]
+  runs = [(name, series) for name, series in runs if series]
+  if not evals and not runs:
+    raise ValueError(f"no {SUMMARY_FILE} and no {metrics_file} found under {list(inputs)}")
+  out.mkdir(parents=True, exist_ok=True)
+  files, sections = [], []
+  datasets = sorted({e.dataset for e in evals})
+  for dataset in datasets:
+    group = [e for e in evals if e.dataset == dataset]
+    cols = table_columns(group, ks)
+    sections.append(markdown_table(dataset, group, cols, ci=ci))
+    csv_path = out / f"table_{_safe(dataset)}.csv"
+    csv_path.write_text(csv_table(group, cols))
+    png_path = out / f"pass_at_k_{_safe(dataset)}.png"
+    plot_pass_at_k(dataset, group, png_path)
+    files += [csv_path, png_path]
+  markdown = "\n".join(sections)
+  if evals:
+    (out / "tables.md").write_text(markdown)
+    files.append(out / "tables.md")
+  if runs:
+    train_path = out / "training_curves.png"
+    drawn = plot_training(runs, train_path, train_metrics, smooth)
+    if drawn:
+      files.append(train_path)
+    else:
+      logging.warning("metrics files hold none of the plotted keys; no training_curves.png")
+  return {"markdown": markdown, "files": files}
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not _INPUTS.value:
+    raise app.UsageError("--inputs is required (comma-separated evaluation or run directories)")
+  if not _OUTPUT_DIR.value:
+    raise app.UsageError("--output_dir is required")
+  if _SMOOTH.value < 1:
+    raise app.UsageError(f"--smooth must be >= 1, got {_SMOOTH.value}")
+  try:
+    ks = [int(k) for k in _KS.value] if _KS.value else None
+  except ValueError:
+    raise app.UsageError(f"--ks must be integers, got {_KS.value}") from None
+  if ks is not None and any(k < 1 for k in ks):
+    raise app.UsageError(f"--ks must be >= 1, got {ks}")
+  try:
+    result = make_report(_INPUTS.value, _OUTPUT_DIR.value, labels=_LABELS.value, ks=ks, ci=_CI.value,
+                         metrics_file=_METRICS_FILE.value, train_metrics=_TRAIN_KEYS.value, smooth=_SMOOTH.value)
+  except (FileNotFoundError, ValueError) as e:
+    raise app.UsageError(str(e)) from None
+  print(result["markdown"])
+  for path in result["files"]:
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,126 @@
+"""Tests for experiments/report.py: tables (markdown + CSV, best in bold), pass@k and training-curve PNGs."""
+import csv
+import io
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from experiments import report
+from ngrpo_jax import evaluation
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _write_eval(root, label, dataset, counts, n):
+  summary = evaluation.summarize(np.full(len(counts), n), np.asarray(counts), num_bootstrap=200)
+  summary.update(label=label, dataset=dataset, settings={"temperature": 0.6, "top_p": 0.95})
+  root.mkdir(parents=True)
+  (root / "summary.json").write_text(json.dumps(summary))
+  return summary
+
+
+def _write_metrics(path, steps, seed):
+  rng = np.random.default_rng(seed)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with open(path, "w") as f:
+    for t in range(steps):
+      f.write(json.dumps({
+          "step": t, "reward_mean": 0.2 + 0.5 * t / steps + 0.02 * rng.standard_normal(),
+          "accuracy": 0.2 + 0.5 * t / steps, "policy_entropy": 0.8 * np.exp(-t / 30),
+          "response_len_mean": 40 + 0.1 * t, "adv_mean": -0.1, "adv_std": 0.9,
+          "groups/all_correct_frac": t / steps / 2, "groups/all_wrong_frac": 0.5 - t / steps / 3,
+          "groups/mixed_frac": 0.5 - t / steps / 6, "time/sampling": 1.0, "note": "text is ignored"}) + "\n")
+    f.write('{"step": 99, "reward_mea')  # half-written last line of a killed run
+
+
+@pytest.fixture()
+def dirs(tmp_path):
+  rng = np.random.default_rng(0)
+  math500_a = rng.integers(0, 17, size=30)
+  math500_b = np.clip(math500_a + rng.integers(-3, 4, size=30), 0, 16)
+  _write_eval(tmp_path / "ngrpo" / "eval" / "math500", "NGRPO", "math500", math500_a, 16)
+  _write_eval(tmp_path / "ngrpo" / "eval" / "aime25", "NGRPO", "aime25", rng.integers(0, 5, size=30), 16)
+  _write_eval(tmp_path / "grpo_eval", "GRPO", "math500", math500_b, 16)
+  _write_metrics(tmp_path / "ngrpo" / "metrics.jsonl", 60, 1)
+  return tmp_path
+
+
+def test_tables_values_and_bold(dirs, tmp_path):
+  evals = report.find_evaluations([str(dirs / "ngrpo"), str(dirs / "grpo_eval")])
+  assert sorted((e.method, e.dataset) for e in evals) == [("GRPO", "math500"), ("NGRPO", "aime25"),
+                                                          ("NGRPO", "math500")]
+  group = [e for e in evals if e.dataset == "math500"]
+  ks = report.table_columns(group)
+  assert ks == [1, 2, 4, 8, 16]
+  md = report.markdown_table("math500", group, ks)
+  rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+          for line in md.splitlines() if line.startswith("| ") and "Method" not in line}
+  for j, k in enumerate(ks + ["auc"]):
+    vals = [e.summary["auc"] if k == "auc" else e.summary["pass_at_k"][str(k)] for e in group]
+    best = max(round(v, 2) for v in vals)
+    for e, v in zip(group, vals):
+      cell = rows[e.method][j]
+      assert cell.strip("*") == f"{v:.2f}"
+      assert cell.startswith("**") == (round(v, 2) == best)
+  table = list(csv.DictReader(io.StringIO(report.csv_table(group, ks))))
+  assert [r["method"] for r in table] == [e.method for e in group]
+  for r, e in zip(table, group):
+    assert float(r["pass@4"]) == pytest.approx(e.summary["pass_at_k"]["4"], abs=1e-4)
+    assert float(r["auc"]) == pytest.approx(e.summary["auc"], abs=1e-4)
+    assert float(r["auc_ci_low"]) <= float(r["auc"]) <= float(r["auc_ci_high"])
+
+
+def test_labels_override_and_duplicates(dirs):
+  evals = report.find_evaluations([str(dirs / "grpo_eval"), str(dirs / "grpo_eval")], labels=["A", "A"])
+  assert [e.method for e in evals] == ["A", "A (grpo_eval)"]
+  with pytest.raises(ValueError, match="--labels has 1 names for 2 inputs"):
+    report.find_evaluations([str(dirs / "ngrpo"), str(dirs / "grpo_eval")], labels=["x"])
+  with pytest.raises(FileNotFoundError, match="does not exist"):
+    report.find_evaluations([str(dirs / "nope")])
+
+
+def test_read_metrics_skips_bad_lines_and_non_numeric(dirs):
+  series = report.read_metrics(dirs / "ngrpo" / "metrics.jsonl")
+  assert "note" not in series and "step" not in series
+  steps, values = series["accuracy"]
+  np.testing.assert_array_equal(steps, np.arange(60))
+  assert values[0] == pytest.approx(0.2)
+  panels = report.training_panels([("run", series)])
+  titles = {t: [k for _, k in lines] for t, _, lines in panels}
+  assert titles["Policy entropy"] == ["policy_entropy"]
+  assert titles["Response length"] == ["response_len_mean"]
+  assert sorted(titles["Reward and accuracy"]) == ["accuracy", "reward_mean"]
+  assert sorted(titles["Advantage"]) == ["adv_mean", "adv_std"]
+  assert sorted(titles["Group kinds"]) == ["groups/all_correct_frac", "groups/all_wrong_frac", "groups/mixed_frac"]
+  # Missing keys: only the panels that have data are drawn.
+  only = report.training_panels([("run", {"policy_entropy": series["policy_entropy"]})])
+  assert [t for t, _, _ in only] == ["Policy entropy"]
+
+
+def test_binary_writes_tables_and_pngs(dirs, tmp_path):
+  out = tmp_path / "report"
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  proc = subprocess.run([sys.executable, "-m", "experiments.report", f"--inputs={dirs / 'ngrpo'},{dirs / 'grpo_eval'}",
+                         f"--output_dir={out}", "--ci"], cwd=REPO, env=env, capture_output=True, text=True,
+                        timeout=120)
+  assert proc.returncode == 0, proc.stderr
+  assert "### math500" in proc.stdout and "### aime25" in proc.stdout
+  for name in ("tables.md", "table_math500.csv", "table_aime25.csv", "pass_at_k_math500.png",
+               "pass_at_k_aime25.png", "training_curves.png"):
+    path = out / name
+    assert path.is_file() and path.stat().st_size > 0, name
+    if name.endswith(".png"):
+      assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  proc = subprocess.run([sys.executable, "-m", "experiments.report", f"--inputs={tmp_path / 'missing'}",
+                         f"--output_dir={out}"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+  assert proc.returncode != 0 and "does not exist" in proc.stderr
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  proc = subprocess.run([sys.executable, "-m", "experiments.report", f"--inputs={empty}", f"--output_dir={out}"],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+  assert proc.returncode != 0 and "no summary.json and no metrics.jsonl" in proc.stderr
