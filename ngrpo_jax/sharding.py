@@ -558,3 +558,19 @@ def per_device_bytes(tree, shardings) -> int:
     shard = s.shard_shape(tuple(x.shape))
     total += int(np.prod(shard, dtype=np.int64)) * jnp.dtype(x.dtype).itemsize
   return total
+
+
+def load_pretrained_sharded(path, mesh: Mesh, *, dtype=None, compute_dtype=None):
+  """Loads a Hugging Face Qwen2 checkpoint straight into its shards on ``mesh``: (config, params).
+
+  Reads config.json, derives ``param_shardings`` from the config's param shapes, and hands them to
+  ``models.load_pretrained(shardings=...)``, which assembles every param with ``jax.make_array_from_callback``
+  — each device reads only its slice of the safetensors file, so no full host copy of a param is placed
+  on one device.
+  """
+  from ngrpo_jax.models import hf_checkpoint  # pylint: disable=g-import-not-at-top
+  from ngrpo_jax.models import qwen2  # pylint: disable=g-import-not-at-top
+  param_dtype = jnp.float32 if dtype is None else dtype
+  config = hf_checkpoint.load_config(path, dtype=compute_dtype or param_dtype, param_dtype=param_dtype)
+  shardings = param_shardings(config, qwen2.param_shapes(config), mesh)
+  return hf_checkpoint.load_pretrained(path, dtype=dtype, compute_dtype=compute_dtype, shardings=shardings)
