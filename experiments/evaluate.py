@@ -25,39 +25,45 @@ from typing import Optional
 from absl import app
 from absl import flags
 
-_MODEL = flags.DEFINE_string("model", None, "Policy: a Hugging Face Qwen2 directory (config.json + "
-                             "safetensors) or a trainer checkpoint directory.")
-_TOKENIZER = flags.DEFINE_string("tokenizer", None, "Tokenizer directory; default the model directory, or the "
-                                 "synthetic task's tokenizer for --dataset=synthetic when the model has none.")
-_DATASET = flags.DEFINE_string("dataset", "synthetic", "'synthetic' (built-in addition task), a set name under "
-                               "--data_dir (math500, amc23, aime24, aime25, math_test, ...) or a .jsonl/.parquet "
-                               "file with problem/answer fields.")
-_DATA_DIR = flags.DEFINE_string("data_dir", "../shared/data", "Folder with one subfolder per named problem set.")
-_LIMIT = flags.DEFINE_integer("limit", None, "Evaluate only the first N problems.")
-_SYN_NUM = flags.DEFINE_integer("synthetic_num_problems", 100, "Synthetic task: number of held-out problems.")
-_SYN_SEED = flags.DEFINE_integer("synthetic_seed", 1234, "Synthetic task: dataset seed.")
-_SYN_DIFF = flags.DEFINE_list("synthetic_difficulty", ["1", "4"], "Synthetic task: difficulty range lo,hi "
-                              "(expected operand digits).")
-_TEMPLATE = flags.DEFINE_enum("prompt_template", None, ["compact", "qwen_math"], "Prompt template; default "
-                              "'compact' for the synthetic task, 'qwen_math' (the paper's) otherwise.")
-_NUM_SAMPLES = flags.DEFINE_integer("num_samples", 256, "Samples per problem N (paper: 256).")
-_TEMPERATURE = flags.DEFINE_float("temperature", 0.6, "Sampling temperature (paper: 0.6).")
-_TOP_P = flags.DEFINE_float("top_p", 0.95, "Nucleus mass (paper: 0.95).")
-_TOP_K = flags.DEFINE_integer("top_k", 0, "Top-k filter (0 = off).")
-_MAX_NEW = flags.DEFINE_integer("max_new_tokens", None, "Response budget; default min(4096, room left by the "
-                                "longest prompt in max_position_embeddings).")
-_BATCH = flags.DEFINE_integer("prompts_per_batch", 8, "Problems per sampler call (the unit of resumption).")
-_PER_CALL = flags.DEFINE_integer("samples_per_call", None, "Split the N samples into sampler calls of this "
-                                 "many per prompt (bounds memory); default N.")
-_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Parameter / compute dtype.")
-_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
-_NUM_WORKERS = flags.DEFINE_integer("num_workers", 2, "Grading worker processes.")
-_GRADE_TIMEOUT = flags.DEFINE_float("grade_timeout", 1.0, "Seconds per answer for the symbolic checker.")
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Output directory (required unless --counts_file).")
-_LABEL = flags.DEFINE_string("label", None, "Method name in reports; default the model directory's name.")
-_COUNTS_FILE = flags.DEFINE_string("counts_file", None, "Recompute metrics from a per-problem counts file "
-                                   "(JSONL or CSV with num_samples/num_correct) instead of sampling.")
-_NUM_BOOTSTRAP = flags.DEFINE_integer("num_bootstrap", 1000, "Bootstrap resamples for the CIs (0 = off).")
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """Registers this binary's flags (called only when run as a program, so that importing the module — e.g.
+  from tests, next to other binaries — defines no flags)."""
+  flags.DEFINE_string("model", None, "Policy: a Hugging Face Qwen2 directory (config.json + "
+                      "safetensors) or a trainer checkpoint directory.")
+  flags.DEFINE_string("tokenizer", None, "Tokenizer directory; default the model directory, or the "
+                      "synthetic task's tokenizer for --dataset=synthetic when the model has none.")
+  flags.DEFINE_string("dataset", "synthetic", "'synthetic' (built-in addition task), a set name under "
+                      "--data_dir (math500, amc23, aime24, aime25, math_test, ...) or a .jsonl/.parquet "
+                      "file with problem/answer fields.")
+  flags.DEFINE_string("data_dir", "../shared/data", "Folder with one subfolder per named problem set.")
+  flags.DEFINE_integer("limit", None, "Evaluate only the first N problems.")
+  flags.DEFINE_integer("synthetic_num_problems", 100, "Synthetic task: number of held-out problems.")
+  flags.DEFINE_integer("synthetic_seed", 1234, "Synthetic task: dataset seed.")
+  flags.DEFINE_list("synthetic_difficulty", ["1", "4"], "Synthetic task: difficulty range lo,hi "
+                    "(expected operand digits).")
+  flags.DEFINE_enum("prompt_template", None, ["compact", "qwen_math"], "Prompt template; default "
+                    "'compact' for the synthetic task, 'qwen_math' (the paper's) otherwise.")
+  flags.DEFINE_integer("num_samples", 256, "Samples per problem N (paper: 256).")
+  flags.DEFINE_float("temperature", 0.6, "Sampling temperature (paper: 0.6).")
+  flags.DEFINE_float("top_p", 0.95, "Nucleus mass (paper: 0.95).")
+  flags.DEFINE_integer("top_k", 0, "Top-k filter (0 = off).")
+  flags.DEFINE_integer("max_new_tokens", None, "Response budget; default min(4096, room left by the "
+                       "longest prompt in max_position_embeddings).")
+  flags.DEFINE_integer("prompts_per_batch", 8, "Problems per sampler call (the unit of resumption).")
+  flags.DEFINE_integer("samples_per_call", None, "Split the N samples into sampler calls of this "
+                       "many per prompt (bounds memory); default N.")
+  flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Parameter / compute dtype.")
+  flags.DEFINE_integer("seed", 0, "Sampling seed.")
+  flags.DEFINE_integer("num_workers", 2, "Grading worker processes.")
+  flags.DEFINE_float("grade_timeout", 1.0, "Seconds per answer for the symbolic checker.")
+  flags.DEFINE_string("output_dir", None, "Output directory (required unless --counts_file).")
+  flags.DEFINE_string("label", None, "Method name in reports; default the model directory's name.")
+  flags.DEFINE_string("counts_file", None, "Recompute metrics from a per-problem counts file "
+                      "(JSONL or CSV with num_samples/num_correct) instead of sampling.")
+  flags.DEFINE_integer("num_bootstrap", 1000, "Bootstrap resamples for the CIs (0 = off).")
 
 
 def dataset_name(dataset: str) -> str:
@@ -92,26 +98,74 @@ def _has_tokenizer(path: pathlib.Path) -> bool:
   return (path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file()
 
 
+def _trainer_checkpoint_dirs(path: pathlib.Path):
+  """(workdir, checkpoints dir, step or None) for a trainer workdir, its checkpoints/ or one step folder."""
+  if (path / "checkpoints").is_dir():
+    return path, path / "checkpoints", None
+  if path.name.isdigit() and (path / "state").is_dir():
+    return path.parent.parent, path.parent, int(path.name)
+  if any(p.name.isdigit() and (p / "state").is_dir() for p in path.iterdir()):
+    return path.parent, path, None
+  return None
+
+
+def load_trainer_policy(path, *, dtype: str = "float32"):
+  """(config, params, tokenizer or None) of the policy in a trainer's orbax checkpoint.
+
+  ``path`` is a trainer workdir (latest checkpoint), its ``checkpoints/`` folder (latest) or one step
+  folder. The model config is rebuilt from the workdir's ``config.json`` (``model`` section: a HF
+  ``init_from`` directory, or the sizes of a from-scratch model over the synthetic tokenizer); the
+  policy params are the checkpoint's ``state/params/policy``.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  from ngrpo_jax import data  # pylint: disable=g-import-not-at-top
+  from ngrpo_jax import models  # pylint: disable=g-import-not-at-top
+  from ngrpo_jax.models import hf_checkpoint  # pylint: disable=g-import-not-at-top
+  from ngrpo_jax.training import loop  # pylint: disable=g-import-not-at-top
+
+  dirs = _trainer_checkpoint_dirs(pathlib.Path(path))
+  if dirs is None:
+    raise ValueError(f"--model {path} is neither a Hugging Face directory (config.json) nor a trainer "
+                     "workdir / checkpoints folder / checkpoint step folder")
+  workdir, ckpt_dir, step = dirs
+  run_config_path = workdir / "config.json"
+  if not run_config_path.is_file():
+    raise ValueError(f"trainer checkpoint {path}: the run's config.json is missing from {workdir}")
+  model_spec = json.loads(run_config_path.read_text()).get("model") or {}
+  manager = ocp.CheckpointManager(ckpt_dir.absolute())
+  step = manager.latest_step() if step is None else step
+  if step is None:
+    raise ValueError(f"trainer checkpoint folder {ckpt_dir} holds no checkpoint")
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  manager.close()
+  try:
+    params = restored["state"]["params"]["policy"]
+  except (KeyError, TypeError):
+    raise ValueError(f"trainer checkpoint {ckpt_dir}/{step} has no params/policy") from None
+  jdtype = jnp.dtype(dtype)
+  params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jdtype), params)
+  if model_spec.get("init_from"):
+    config = hf_checkpoint.load_config(model_spec["init_from"], dtype=jdtype, param_dtype=jdtype)
+    tokenizer = models.load_tokenizer(model_spec["init_from"])
+  else:
+    tokenizer = data.build_tokenizer()
+    spec = loop.ModelSpec(**{**model_spec, "dtype": dtype})
+    config, _ = loop.build_model(spec, tokenizer, seed=0)
+  return config, params, tokenizer
+
+
 def load_policy(model: str, *, dtype: str = "float32"):
-  """(config, params, tokenizer directory or None) from a HF directory or a trainer checkpoint."""
+  """(config, params, tokenizer directory / tokenizer / None) from a HF directory or a trainer checkpoint."""
   from ngrpo_jax import models  # pylint: disable=g-import-not-at-top
   path = pathlib.Path(model)
   if not path.exists():
     raise FileNotFoundError(f"--model {model} does not exist")
-  if (path / "config.json").is_file():
+  if (path / "config.json").is_file() and not (path / "checkpoints").is_dir():
     config, params = models.load_pretrained(path, dtype=dtype)
     return config, params, path if _has_tokenizer(path) else None
-  try:
-    from ngrpo_jax.training import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    checkpoint_lib = None
-  restore = getattr(checkpoint_lib, "restore_policy", None)
-  if restore is None:
-    raise ValueError(f"--model {model} has no config.json (not a Hugging Face directory) and this version of "
-                     "ngrpo_jax.training has no checkpoint.restore_policy to read trainer checkpoints; export "
-                     "the policy to a Hugging Face directory and pass that")
-  config, params, tokenizer_dir = restore(path, dtype=dtype)
-  return config, params, tokenizer_dir
+  return load_trainer_policy(path, dtype=dtype)
 
 
 def resolve_tokenizer(tokenizer: Optional[str], model_tokenizer_dir, dataset: str):
@@ -120,6 +174,8 @@ def resolve_tokenizer(tokenizer: Optional[str], model_tokenizer_dir, dataset: st
   from ngrpo_jax import models  # pylint: disable=g-import-not-at-top
   if tokenizer:
     return models.load_tokenizer(tokenizer)
+  if model_tokenizer_dir is not None and not isinstance(model_tokenizer_dir, (str, pathlib.Path)):
+    return model_tokenizer_dir  # already a tokenizer (trainer checkpoints)
   if model_tokenizer_dir is not None:
     return models.load_tokenizer(model_tokenizer_dir)
   if dataset == "synthetic":
@@ -208,45 +264,45 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from ngrpo_jax import evaluation  # pylint: disable=g-import-not-at-top
-  for name, value in (("num_samples", _NUM_SAMPLES.value), ("prompts_per_batch", _BATCH.value),
-                      ("synthetic_num_problems", _SYN_NUM.value)):
+  for name, value in (("num_samples", FLAGS.num_samples), ("prompts_per_batch", FLAGS.prompts_per_batch),
+                      ("synthetic_num_problems", FLAGS.synthetic_num_problems)):
     if value < 1:
       raise app.UsageError(f"--{name} must be >= 1, got {value}")
-  if _NUM_BOOTSTRAP.value < 0:
-    raise app.UsageError(f"--num_bootstrap must be >= 0, got {_NUM_BOOTSTRAP.value}")
-  if _COUNTS_FILE.value:
-    if not pathlib.Path(_COUNTS_FILE.value).is_file():
-      raise app.UsageError(f"--counts_file {_COUNTS_FILE.value} does not exist")
+  if FLAGS.num_bootstrap < 0:
+    raise app.UsageError(f"--num_bootstrap must be >= 0, got {FLAGS.num_bootstrap}")
+  if FLAGS.counts_file:
+    if not pathlib.Path(FLAGS.counts_file).is_file():
+      raise app.UsageError(f"--counts_file {FLAGS.counts_file} does not exist")
     try:
-      summary = recompute_from_counts(_COUNTS_FILE.value, _OUTPUT_DIR.value, num_bootstrap=_NUM_BOOTSTRAP.value,
-                                      label=_LABEL.value)
+      summary = recompute_from_counts(FLAGS.counts_file, FLAGS.output_dir, num_bootstrap=FLAGS.num_bootstrap,
+                                      label=FLAGS.label)
     except ValueError as e:
       raise app.UsageError(str(e)) from None
     print(json.dumps({"pass_at_k": {k: summary["pass_at_k"][str(k)] for k in summary["auc_ks"]},
                       "auc": summary["auc"]}))
     print(evaluation.format_summary(summary))
     return
-  if not _MODEL.value:
+  if not FLAGS.model:
     raise app.UsageError("--model is required (or --counts_file to recompute metrics from counts)")
-  if not _OUTPUT_DIR.value:
+  if not FLAGS.output_dir:
     raise app.UsageError("--output_dir is required")
-  if not 0.0 <= _TEMPERATURE.value or not 0.0 < _TOP_P.value <= 1.0:
+  if not 0.0 <= FLAGS.temperature or not 0.0 < FLAGS.top_p <= 1.0:
     raise app.UsageError("--temperature must be >= 0 and --top_p in (0, 1]")
   try:
-    difficulty = tuple(float(x) for x in _SYN_DIFF.value)
+    difficulty = tuple(float(x) for x in FLAGS.synthetic_difficulty)
   except ValueError:
-    raise app.UsageError(f"--synthetic_difficulty must be two numbers lo,hi, got {_SYN_DIFF.value}") from None
+    raise app.UsageError(f"--synthetic_difficulty must be two numbers lo,hi, got {FLAGS.synthetic_difficulty}") from None
   if len(difficulty) != 2:
-    raise app.UsageError(f"--synthetic_difficulty must be two numbers lo,hi, got {_SYN_DIFF.value}")
+    raise app.UsageError(f"--synthetic_difficulty must be two numbers lo,hi, got {FLAGS.synthetic_difficulty}")
   try:
-    result = run(model=_MODEL.value, dataset=_DATASET.value, output_dir=_OUTPUT_DIR.value, data_dir=_DATA_DIR.value,
-                 tokenizer=_TOKENIZER.value, limit=_LIMIT.value, synthetic_num_problems=_SYN_NUM.value,
-                 synthetic_seed=_SYN_SEED.value, synthetic_difficulty=difficulty, prompt_template=_TEMPLATE.value,
-                 num_samples=_NUM_SAMPLES.value, temperature=_TEMPERATURE.value, top_p=_TOP_P.value,
-                 top_k=_TOP_K.value, max_new_tokens=_MAX_NEW.value, prompts_per_batch=_BATCH.value,
-                 samples_per_call=_PER_CALL.value, dtype=_DTYPE.value, seed=_SEED.value,
-                 num_workers=_NUM_WORKERS.value, grade_timeout=_GRADE_TIMEOUT.value, label=_LABEL.value,
-                 num_bootstrap=_NUM_BOOTSTRAP.value)
+    result = run(model=FLAGS.model, dataset=FLAGS.dataset, output_dir=FLAGS.output_dir, data_dir=FLAGS.data_dir,
+                 tokenizer=FLAGS.tokenizer, limit=FLAGS.limit, synthetic_num_problems=FLAGS.synthetic_num_problems,
+                 synthetic_seed=FLAGS.synthetic_seed, synthetic_difficulty=difficulty, prompt_template=FLAGS.prompt_template,
+                 num_samples=FLAGS.num_samples, temperature=FLAGS.temperature, top_p=FLAGS.top_p,
+                 top_k=FLAGS.top_k, max_new_tokens=FLAGS.max_new_tokens, prompts_per_batch=FLAGS.prompts_per_batch,
+                 samples_per_call=FLAGS.samples_per_call, dtype=FLAGS.dtype, seed=FLAGS.seed,
+                 num_workers=FLAGS.num_workers, grade_timeout=FLAGS.grade_timeout, label=FLAGS.label,
+                 num_bootstrap=FLAGS.num_bootstrap)
   except (FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
@@ -255,4 +311,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

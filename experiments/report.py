@@ -31,19 +31,29 @@ from absl import logging
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.ticker  # pylint: disable=g-import-not-at-top,wrong-import-position
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-_INPUTS = flags.DEFINE_list("inputs", None, "Evaluation or run directories (comma-separated).")
-_LABELS = flags.DEFINE_list("labels", None, "Method names, one per input (default: each summary's label, "
-                            "else the directory name).")
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where to write the tables and PNGs.")
-_KS = flags.DEFINE_list("ks", None, "Table columns k (default 1, 2, 4, ..., N).")
-_CI = flags.DEFINE_bool("ci", False, "Show the bootstrap CIs in the markdown tables.")
-_METRICS_FILE = flags.DEFINE_string("metrics_file", "metrics.jsonl", "Name of the trainers' metrics JSONL file.")
-_TRAIN_KEYS = flags.DEFINE_list("train_metrics", None, "Plot exactly these metric keys (one panel each) instead "
-                                "of the default panels.")
-_SMOOTH = flags.DEFINE_integer("smooth", 1, "Moving-average window for training curves (1 = raw).")
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """Registers this binary's flags (called only when run as a program, so that importing the module — e.g.
+  from tests, next to other binaries — defines no flags)."""
+  flags.DEFINE_list("inputs", None, "Evaluation or run directories (comma-separated).")
+  flags.DEFINE_list("labels", None, "Method names, one per input (default: each summary's label, "
+                    "else the directory name).")
+  flags.DEFINE_string("output_dir", None, "Where to write the tables and PNGs.")
+  flags.DEFINE_list("ks", None, "Table columns k (default 1, 2, 4, ..., N).")
+  flags.DEFINE_bool("ci", False, "Show the bootstrap CIs in the markdown tables.")
+  flags.DEFINE_string("metrics_file", "metrics.jsonl", "Name of the trainers' metrics JSONL file.")
+  flags.DEFINE_list("train_metrics", None, "Plot exactly these metric keys (one panel each) instead "
+                    "of the default panels.")
+  flags.DEFINE_integer("smooth", 1, "Moving-average window for training curves (1 = raw).")
+  flags.DEFINE_string("phase", "rl", "Plot metrics lines whose 'phase' field is this (lines without a "
+                      "phase are always kept); empty = all phases.")
+
 
 SUMMARY_FILE = "summary.json"
 
@@ -57,7 +67,9 @@ PANELS = (
     ("Advantage", "advantage", lambda k: k.split("/")[-1].startswith(("adv_", "advantage"))),
     ("Group kinds", "fraction of groups", lambda k: any(s in k for s in ("all_correct", "all_wrong", "mixed",
                                                                         "homogeneous"))
-     and ("frac" in k or "share" in k)),
+     and ("frac" in k or "share" in k) and "grad" not in k),
+    ("Policy-gradient norm share by group kind", "share of the gradient norm",
+     lambda k: k.startswith("grad_share/")),
 )
 
 
@@ -72,18 +84,50 @@ class Evaluation(NamedTuple):
 # Discovery.
 
 
-def _read_summary(path: pathlib.Path) -> dict:
+def _read_json(path: pathlib.Path):
   try:
-    summary = json.loads(path.read_text())
+    return json.loads(path.read_text())
   except json.JSONDecodeError as e:
-    raise ValueError(f"{path} is not valid JSON ({e.msg})") from None
-  if not isinstance(summary, dict) or not isinstance(summary.get("pass_at_k"), dict):
-    raise ValueError(f"{path} is not an evaluation summary (no 'pass_at_k')")
+    logging.warning("%s is not valid JSON (%s); skipped", path, e.msg)
+    return None
+
+
+def _is_eval_summary(obj) -> bool:
+  return isinstance(obj, dict) and isinstance(obj.get("pass_at_k"), dict)
+
+
+def _trainer_dataset(run_dir: pathlib.Path) -> str:
+  """The held-out set of a trainer workdir, from its config.json (``task.kind`` / ``task.eval_path``)."""
+  config = _read_json(run_dir / "config.json") if (run_dir / "config.json").is_file() else None
+  task = (config or {}).get("task") or {}
+  if task.get("kind") == "synthetic" or not task:
+    return "synthetic" if task else "unknown"
+  eval_path = pathlib.Path(str(task.get("eval_path") or "unknown"))
+  return eval_path.parent.name if eval_path.stem in ("normalized", "test") else eval_path.stem
+
+
+def trainer_eval_summary(path: pathlib.Path) -> Optional[dict]:
+  """An evaluation summary (``ngrpo_jax.evaluation.summarize``) from a trainer's ``eval_<tag>.json``
+  (``num_samples`` + ``per_problem_correct``), or None when the file holds no per-problem counts."""
+  from ngrpo_jax import evaluation  # pylint: disable=g-import-not-at-top
+  obj = _read_json(path)
+  if not isinstance(obj, dict) or "per_problem_correct" not in obj or "num_samples" not in obj:
+    return None
+  c = np.asarray(obj["per_problem_correct"], np.int64)
+  summary = evaluation.summarize(int(obj["num_samples"]), c, num_bootstrap=1000)
+  config = _read_json(path.parent / "config.json") if (path.parent / "config.json").is_file() else None
+  eval_cfg = (config or {}).get("eval") or {}
+  summary["settings"] = {k: eval_cfg[k] for k in ("temperature", "top_p", "max_new_tokens") if k in eval_cfg}
+  summary["dataset"] = _trainer_dataset(path.parent)
   return summary
 
 
 def find_evaluations(inputs: Sequence[str], labels: Optional[Sequence[str]] = None) -> list:
   """Evaluation summaries below each input directory, as ``Evaluation`` tuples.
+
+  Found: every ``summary.json`` holding ``pass_at_k`` (experiments/evaluate.py's; other summary files, such
+  as a trainer's run summary, are ignored) and the trainer's held-out evaluations ``eval_after.json`` /
+  ``eval_before.json`` (the latter as "<method> (before RL)").
 
   The method is the input's label (if given), else the summary's ``label``, else the directory name; the
   dataset is the summary's ``dataset`` (else "unknown"). A (method, dataset) pair seen twice gets the
@@ -96,15 +140,23 @@ def find_evaluations(inputs: Sequence[str], labels: Optional[Sequence[str]] = No
     root = pathlib.Path(inp)
     if not root.is_dir():
       raise FileNotFoundError(f"input directory {inp} does not exist")
-    paths = [root / SUMMARY_FILE] if (root / SUMMARY_FILE).is_file() else sorted(root.rglob(SUMMARY_FILE))
-    for path in paths:
-      summary = _read_summary(path)
-      method = (labels[i] if labels else None) or summary.get("label") or path.parent.name
+    label = labels[i] if labels else None
+    items = []
+    for path in sorted(root.rglob(SUMMARY_FILE)):
+      summary = _read_json(path)
+      if _is_eval_summary(summary):
+        items.append((label or summary.get("label") or path.parent.name, summary, path.parent))
+    for tag, suffix in (("after", ""), ("before", " (before RL)")):
+      for path in sorted(root.rglob(f"eval_{tag}.json")):
+        summary = trainer_eval_summary(path)
+        if summary is not None:
+          items.append(((label or path.parent.name) + suffix, summary, path.parent))
+    for method, summary, where in items:
       dataset = str(summary.get("dataset") or "unknown")
       if (method, dataset) in seen:
-        method = f"{method} ({path.parent.name})"
+        method = f"{method} ({where.name})"
       seen.add((method, dataset))
-      found.append(Evaluation(method, dataset, summary, path.parent))
+      found.append(Evaluation(method, dataset, summary, where))
   return found
 
 
@@ -267,11 +319,13 @@ def _flatten(d: dict, prefix: str = "") -> dict:
   return out
 
 
-def read_metrics(path) -> dict:
+def read_metrics(path, phase: Optional[str] = "rl") -> dict:
   """{key: (steps float[T], values float[T])} of the numeric entries of a metrics JSONL file.
 
   The step is each line's ``step`` (else its line index); nested dicts are flattened with "/"; lines that
-  are not JSON objects (e.g. a half-written last line of a killed run) are skipped with a warning.
+  are not JSON objects (e.g. a half-written last line of a killed run) are skipped with a warning. Lines
+  with a ``phase`` field other than ``phase`` (e.g. the trainer's "sft" warm-start lines, whose steps
+  restart at 0) are skipped; ``phase=None`` keeps all.
   """
   series = {}
   with open(path, encoding="utf-8") as f:
@@ -284,6 +338,8 @@ def read_metrics(path) -> dict:
         logging.warning("%s:%d: not JSON, skipped", path, lineno)
         continue
       if not isinstance(rec, dict):
+        continue
+      if phase is not None and "phase" in rec and rec["phase"] != phase:
         continue
       rec = _flatten(rec)
       step = rec.get("step", lineno - 1)
@@ -346,6 +402,8 @@ def plot_training(runs: Sequence[tuple], path, keys: Optional[Sequence[str]] = N
         style, label = styles[panel_keys.index(key) % len(styles)], f"{run}: {key}"
       ax.plot(steps, _smooth(values, smooth), style, color=color, label=label, linewidth=1.4)
     ax.set_title(title)
+    ax.ticklabel_format(axis="y", useOffset=False)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("training step")
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
@@ -366,14 +424,16 @@ def plot_training(runs: Sequence[tuple], path, keys: Optional[Sequence[str]] = N
 
 def make_report(inputs: Sequence[str], output_dir, *, labels: Optional[Sequence[str]] = None,
                 ks: Optional[Sequence[int]] = None, ci: bool = False, metrics_file: str = "metrics.jsonl",
-                train_metrics: Optional[Sequence[str]] = None, smooth: int = 1) -> dict:
+                train_metrics: Optional[Sequence[str]] = None, smooth: int = 1,
+                phase: Optional[str] = "rl") -> dict:
   """Writes every table and figure; returns {"markdown": str, "files": [paths]}."""
   out = pathlib.Path(output_dir)
   evals = find_evaluations(inputs, labels)
-  runs = [(name, read_metrics(path)) for name, path in find_metrics_files(inputs, metrics_file, labels)]
+  runs = [(name, read_metrics(path, phase or None)) for name, path in find_metrics_files(inputs, metrics_file, labels)]
   runs = [(name, series) for name, series in runs if series]
   if not evals and not runs:
-    raise ValueError(f"no {SUMMARY_FILE} and no {metrics_file} found under {list(inputs)}")
+    raise ValueError(f"no evaluation ({SUMMARY_FILE} with pass_at_k, or a trainer's eval_after.json) and no "
+                     f"{metrics_file} found under {list(inputs)}")
   out.mkdir(parents=True, exist_ok=True)
   files, sections = [], []
   datasets = sorted({e.dataset for e in evals})
@@ -403,21 +463,22 @@ def make_report(inputs: Sequence[str], output_dir, *, labels: Optional[Sequence[
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not _INPUTS.value:
+  if not FLAGS.inputs:
     raise app.UsageError("--inputs is required (comma-separated evaluation or run directories)")
-  if not _OUTPUT_DIR.value:
+  if not FLAGS.output_dir:
     raise app.UsageError("--output_dir is required")
-  if _SMOOTH.value < 1:
-    raise app.UsageError(f"--smooth must be >= 1, got {_SMOOTH.value}")
+  if FLAGS.smooth < 1:
+    raise app.UsageError(f"--smooth must be >= 1, got {FLAGS.smooth}")
   try:
-    ks = [int(k) for k in _KS.value] if _KS.value else None
+    ks = [int(k) for k in FLAGS.ks] if FLAGS.ks else None
   except ValueError:
-    raise app.UsageError(f"--ks must be integers, got {_KS.value}") from None
+    raise app.UsageError(f"--ks must be integers, got {FLAGS.ks}") from None
   if ks is not None and any(k < 1 for k in ks):
     raise app.UsageError(f"--ks must be >= 1, got {ks}")
   try:
-    result = make_report(_INPUTS.value, _OUTPUT_DIR.value, labels=_LABELS.value, ks=ks, ci=_CI.value,
-                         metrics_file=_METRICS_FILE.value, train_metrics=_TRAIN_KEYS.value, smooth=_SMOOTH.value)
+    result = make_report(FLAGS.inputs, FLAGS.output_dir, labels=FLAGS.labels, ks=ks, ci=FLAGS.ci,
+                         metrics_file=FLAGS.metrics_file, train_metrics=FLAGS.train_metrics, smooth=FLAGS.smooth,
+                         phase=FLAGS.phase)
   except (FileNotFoundError, ValueError) as e:
     raise app.UsageError(str(e)) from None
   print(result["markdown"])
@@ -426,4 +487,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

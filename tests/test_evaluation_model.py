@@ -100,3 +100,32 @@ def test_policy_sample_fn_counts_with_a_lenient_grader(tiny_model, tmp_path):
     assert res.summary["pass_at_k"][str(k)] == pytest.approx(want)
   # Samples are distinct draws (temperature 0.6 on a random model), not one response repeated.
   assert len({s["response"] for s in samples}) > 3
+
+
+def test_load_trainer_checkpoint_restores_the_saved_policy(tmp_path):
+  """A trainer workdir (config.json + orbax checkpoints/, written with the trainer's own Checkpointer) loads
+  as the same model config and bit-identical policy params; bad paths give clear errors."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from ngrpo_jax.training import checkpoint, loop  # pylint: disable=g-import-not-at-top
+  from ngrpo_jax.training import state as state_lib  # pylint: disable=g-import-not-at-top
+  spec = loop.ModelSpec(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                        num_key_value_heads=1)
+  checkpoint.write_json(tmp_path / "config.json", loop.to_dict(dataclasses.replace(loop.ExperimentConfig(),
+                                                                                    model=spec)))
+  config, params = loop.build_model(spec, data.build_tokenizer(), seed=3)
+  optimizer, _ = state_lib.make_optimizer(state_lib.OptimConfig(), 1e-3)
+  ckpt = checkpoint.Checkpointer(tmp_path / "checkpoints")
+  ckpt.save(state_lib.create_train_state(params, optimizer, 0).replace(step=jax.numpy.int32(5)), {})
+  ckpt.close()
+  for path in (tmp_path, tmp_path / "checkpoints", tmp_path / "checkpoints" / "5"):
+    got_config, got_params, tok = evaluate_bin.load_policy(str(path))
+    assert got_config == config
+    assert jax.tree_util.tree_structure(got_params) == jax.tree_util.tree_structure(params)
+    for a, b in zip(jax.tree_util.tree_leaves(got_params), jax.tree_util.tree_leaves(params)):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert tok.eos_token_id == config.eos_token_id
+  with pytest.raises(FileNotFoundError, match="does not exist"):
+    evaluate_bin.load_policy(str(tmp_path / "missing"))
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(ValueError, match="neither a Hugging Face directory"):
+    evaluate_bin.load_policy(str(tmp_path / "empty"))

@@ -1,6 +1,7 @@
 """Tests for experiments/report.py: tables (markdown + CSV, best in bold), pass@k and training-curve PNGs."""
 import csv
 import io
+import math
 import json
 import os
 import pathlib
@@ -123,4 +124,35 @@ def test_binary_writes_tables_and_pngs(dirs, tmp_path):
   empty.mkdir()
   proc = subprocess.run([sys.executable, "-m", "experiments.report", f"--inputs={empty}", f"--output_dir={out}"],
                         cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-  assert proc.returncode != 0 and "no summary.json and no metrics.jsonl" in proc.stderr
+  assert proc.returncode != 0 and "no evaluation" in proc.stderr
+
+
+def test_trainer_workdir_layout(tmp_path):
+  """A trainer workdir: its run summary.json (no pass_at_k) is ignored, eval_after/eval_before.json per-problem
+  counts become rows (pass@k recomputed = numpy reference), and SFT-phase metric lines are not plotted."""
+  run = tmp_path / "run"
+  run.mkdir()
+  (run / "config.json").write_text(json.dumps({"task": {"kind": "synthetic"},
+                                               "eval": {"temperature": 0.6, "top_p": 0.95}}))
+  (run / "summary.json").write_text(json.dumps({"before": {"pass@1": 0.1}, "after": {"pass@1": 0.2}}))
+  before, after = [0, 1, 2, 0, 4, 1, 0, 0], [1, 2, 3, 0, 4, 4, 0, 1]
+  for tag, c in (("before", before), ("after", after)):
+    (run / f"eval_{tag}.json").write_text(json.dumps({"num_samples": 4, "pass@1": 0.0, "per_problem_correct": c}))
+  with open(run / "metrics.jsonl", "w") as f:
+    for step in range(1, 4):
+      f.write(json.dumps({"step": step, "phase": "sft", "sft/loss": 3.0, "policy_entropy": 9.0}) + "\n")
+    for step in range(1, 6):
+      f.write(json.dumps({"step": step, "phase": "rl", "policy_entropy": 1.0 / step}) + "\n")
+  evals = report.find_evaluations([str(run)], labels=["NGRPO"])
+  assert [(e.method, e.dataset) for e in evals] == [("NGRPO", "synthetic"), ("NGRPO (before RL)", "synthetic")]
+  for e, c in zip(evals, (after, before)):
+    for k in (1, 2, 4):
+      want = 100 * np.mean([1 - math.comb(4 - ci, k) / math.comb(4, k) for ci in c])
+      assert e.summary["pass_at_k"][str(k)] == pytest.approx(want)
+  steps, values = report.read_metrics(run / "metrics.jsonl")["policy_entropy"]
+  np.testing.assert_array_equal(steps, [1, 2, 3, 4, 5])
+  np.testing.assert_allclose(values, 1.0 / np.arange(1, 6))
+  assert len(report.read_metrics(run / "metrics.jsonl", phase=None)["policy_entropy"][0]) == 8
+  result = report.make_report([str(run)], tmp_path / "out", labels=["NGRPO"])
+  assert "| NGRPO (before RL) |" in result["markdown"]
+  assert (tmp_path / "out" / "training_curves.png").is_file()
