@@ -3,7 +3,9 @@
 ``generate`` runs one jitted prefill over left-padded prompts, repeats the prefilled cache ``num_samples``
 times along the batch (a group of G responses per prompt without recomputing the prompt), then one jitted
 ``lax.while_loop`` decode loop over a preallocated, donated cache that stops as soon as every row finished.
-The whole loop stays on device: no host round trip per token.
+The whole loop stays on device: no host round trip per token. The decode step (``decode_step``) is the
+model's forward specialised to one token, carrying the stacked cache through the layer scan so only the new
+slot is written in place (``qwen2.forward`` with a cache re-materialises each layer's cache per call).
 
 Sampling distribution (the order of transformers' ``generate`` warpers)::
 
