@@ -253,3 +253,35 @@ def test_counts_file_mode_of_binary(tmp_path):
   proc = subprocess.run([sys.executable, "-m", "experiments.evaluate", f"--counts_file={tmp_path / 'nope.jsonl'}"],
                         cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
   assert proc.returncode != 0 and "does not exist" in proc.stderr
+
+
+def test_binary_dataset_resolution(shared_dir, tmp_path):
+  from experiments import evaluate as evaluate_bin  # pylint: disable=g-import-not-at-top
+  data_dir = str(pathlib.Path(shared_dir) / "data")
+  problems = evaluate_bin.load_dataset("math500", data_dir=data_dir, limit=5)
+  assert len(problems) == 5 and all({"id", "problem", "answer"} <= set(p) for p in problems)
+  assert evaluate_bin.dataset_name("math500") == "math500"
+  assert evaluate_bin.dataset_name(str(pathlib.Path(data_dir) / "amc23" / "normalized.jsonl")) == "amc23"
+  syn = evaluate_bin.load_dataset("synthetic", data_dir=data_dir, synthetic_num_problems=7)
+  assert len(syn) == 7 and all(p["split"] == "test" for p in syn)
+  with pytest.raises(ValueError, match="no problem set 'nope'"):
+    evaluate_bin.load_dataset("nope", data_dir=data_dir)
+  with pytest.raises(FileNotFoundError, match="does not exist"):
+    evaluate_bin.load_dataset(str(tmp_path / "x.jsonl"), data_dir=data_dir)
+  with pytest.raises(ValueError, match="--limit"):
+    evaluate_bin.load_dataset("math500", data_dir=data_dir, limit=0)
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "--model is required"),
+    (["--model=/nonexistent/model"], "--output_dir is required"),
+    (["--model=/nonexistent/model", "--output_dir=OUT"], "--model /nonexistent/model does not exist"),
+    (["--model=m", "--output_dir=OUT", "--synthetic_difficulty=1"], "--synthetic_difficulty must be two numbers"),
+    (["--model=m", "--output_dir=OUT", "--num_samples=0"], "--num_samples must be >= 1"),
+])
+def test_binary_flag_errors(tmp_path, args, message):
+  args = [a.replace("OUT", str(tmp_path / "out")) for a in args]
+  proc = subprocess.run([sys.executable, "-m", "experiments.evaluate", *args], cwd=REPO,
+                        env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True, timeout=120)
+  assert proc.returncode != 0
+  assert message in proc.stderr
