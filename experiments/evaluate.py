@@ -7,8 +7,10 @@ Usage:
   # A Hugging Face directory (or a trainer checkpoint directory) on a problem set:
   python -m experiments.evaluate --model=<hf_dir> --dataset=math500 --data_dir=../shared/data \
       --output_dir=/tmp/eval_math500 [--num_samples=256 --max_new_tokens=4096 --limit=50]
-  # The built-in synthetic addition task (held-out split), e.g. for the default experiment's policy:
-  python -m experiments.evaluate --model=<workdir>/hf --dataset=synthetic --output_dir=/tmp/eval_syn
+  # The built-in synthetic addition task (held-out split):
+  python -m experiments.evaluate --model=<hf_dir> --dataset=synthetic --output_dir=/tmp/eval_syn
+  # A trainer run (its latest orbax checkpoint) on that run's own held-out problems:
+  python -m experiments.evaluate --model=<workdir> --heldout_of=<workdir> --output_dir=<workdir>/eval256
   # Recompute the metrics from a per-problem counts file, no model:
   python -m experiments.evaluate --counts_file=/tmp/eval_math500/counts.jsonl
 
@@ -64,6 +66,9 @@ def define_flags():
   flags.DEFINE_string("counts_file", None, "Recompute metrics from a per-problem counts file "
                       "(JSONL or CSV with num_samples/num_correct) instead of sampling.")
   flags.DEFINE_integer("num_bootstrap", 1000, "Bootstrap resamples for the CIs (0 = off).")
+  flags.DEFINE_string("heldout_of", None, "A trainer workdir: evaluate on that run's held-out set (its "
+                      "config.json's task: synthetic seed / difficulty / count, or eval_path), with its prompt "
+                      "template and response budget, unless those flags are given explicitly.")
 
 
 def dataset_name(dataset: str) -> str:
@@ -183,6 +188,28 @@ def resolve_tokenizer(tokenizer: Optional[str], model_tokenizer_dir, dataset: st
   raise ValueError("the model directory has no tokenizer; pass --tokenizer=<dir>")
 
 
+def heldout_spec(workdir) -> dict:
+  """``run`` arguments that select a trainer run's held-out set (``loop.build_data``: synthetic test split
+  with seed ``1000·seed + 3``, ``task.eval_difficulty``, ``task.num_eval_problems``; or ``task.eval_path``),
+  its prompt template and its evaluation response budget."""
+  path = pathlib.Path(workdir) / "config.json"
+  if not path.is_file():
+    raise FileNotFoundError(f"--heldout_of {workdir}: no config.json (is it a trainer workdir?)")
+  config = json.loads(path.read_text())
+  task, ev, rollout = config.get("task") or {}, config.get("eval") or {}, config.get("rollout") or {}
+  spec = {"prompt_template": task.get("template", "compact"),
+          "max_new_tokens": ev.get("max_new_tokens") or rollout.get("max_new_tokens")}
+  if task.get("kind", "synthetic") == "synthetic":
+    spec.update(dataset="synthetic", synthetic_seed=1000 * int(config.get("seed", 0)) + 3,
+                synthetic_difficulty=tuple(task.get("eval_difficulty", (2.0, 4.0))),
+                synthetic_num_problems=int(task.get("num_eval_problems", 64)))
+  else:
+    if not task.get("eval_path"):
+      raise ValueError(f"{path}: task.kind={task.get('kind')!r} without task.eval_path")
+    spec.update(dataset=str(task["eval_path"]), limit=int(task.get("num_eval_problems", 0)) or None)
+  return spec
+
+
 def run(*, model: str, dataset: str, output_dir: str, data_dir: str = "../shared/data", tokenizer=None,
         limit=None, synthetic_num_problems=100, synthetic_seed=1234, synthetic_difficulty=(1.0, 4.0),
         prompt_template=None, num_samples=256, temperature=0.6, top_p=0.95, top_k=0, max_new_tokens=None,
@@ -294,15 +321,19 @@ def main(argv):
     raise app.UsageError(f"--synthetic_difficulty must be two numbers lo,hi, got {FLAGS.synthetic_difficulty}") from None
   if len(difficulty) != 2:
     raise app.UsageError(f"--synthetic_difficulty must be two numbers lo,hi, got {FLAGS.synthetic_difficulty}")
+  kwargs = dict(dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, tokenizer=FLAGS.tokenizer, limit=FLAGS.limit,
+                synthetic_num_problems=FLAGS.synthetic_num_problems, synthetic_seed=FLAGS.synthetic_seed,
+                synthetic_difficulty=difficulty, prompt_template=FLAGS.prompt_template,
+                max_new_tokens=FLAGS.max_new_tokens)
   try:
-    result = run(model=FLAGS.model, dataset=FLAGS.dataset, output_dir=FLAGS.output_dir, data_dir=FLAGS.data_dir,
-                 tokenizer=FLAGS.tokenizer, limit=FLAGS.limit, synthetic_num_problems=FLAGS.synthetic_num_problems,
-                 synthetic_seed=FLAGS.synthetic_seed, synthetic_difficulty=difficulty, prompt_template=FLAGS.prompt_template,
-                 num_samples=FLAGS.num_samples, temperature=FLAGS.temperature, top_p=FLAGS.top_p,
-                 top_k=FLAGS.top_k, max_new_tokens=FLAGS.max_new_tokens, prompts_per_batch=FLAGS.prompts_per_batch,
-                 samples_per_call=FLAGS.samples_per_call, dtype=FLAGS.dtype, seed=FLAGS.seed,
-                 num_workers=FLAGS.num_workers, grade_timeout=FLAGS.grade_timeout, label=FLAGS.label,
-                 num_bootstrap=FLAGS.num_bootstrap)
+    if FLAGS.heldout_of:
+      explicit = {name for name in kwargs if FLAGS[name].present}
+      kwargs.update({k: v for k, v in heldout_spec(FLAGS.heldout_of).items() if k not in explicit})
+    result = run(model=FLAGS.model, output_dir=FLAGS.output_dir, num_samples=FLAGS.num_samples,
+                 temperature=FLAGS.temperature, top_p=FLAGS.top_p, top_k=FLAGS.top_k,
+                 prompts_per_batch=FLAGS.prompts_per_batch, samples_per_call=FLAGS.samples_per_call,
+                 dtype=FLAGS.dtype, seed=FLAGS.seed, num_workers=FLAGS.num_workers,
+                 grade_timeout=FLAGS.grade_timeout, label=FLAGS.label, num_bootstrap=FLAGS.num_bootstrap, **kwargs)
   except (FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

@@ -129,3 +129,23 @@ def test_load_trainer_checkpoint_restores_the_saved_policy(tmp_path):
   (tmp_path / "empty").mkdir()
   with pytest.raises(ValueError, match="neither a Hugging Face directory"):
     evaluate_bin.load_policy(str(tmp_path / "empty"))
+
+
+def test_heldout_spec_selects_the_trainers_heldout_problems(tmp_path):
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from ngrpo_jax.training import checkpoint, loop  # pylint: disable=g-import-not-at-top
+  task = loop.TaskSpec(eval_difficulty=(1.5, 3.0), num_eval_problems=9, num_sft_examples=2, num_rl_prompts=2)
+  cfg = dataclasses.replace(loop.ExperimentConfig(), seed=4, task=task)
+  checkpoint.write_json(tmp_path / "config.json", loop.to_dict(cfg))
+  spec = evaluate_bin.heldout_spec(tmp_path)
+  assert spec["prompt_template"] == "compact" and spec["max_new_tokens"] == cfg.rollout.max_new_tokens
+  problems = evaluate_bin.load_dataset(spec["dataset"], data_dir=".", synthetic_seed=spec["synthetic_seed"],
+                                       synthetic_difficulty=spec["synthetic_difficulty"],
+                                       synthetic_num_problems=spec["synthetic_num_problems"])
+  tok = data.build_tokenizer()
+  theirs = loop.build_data(task, tok, cfg.seed)["eval"]
+  assert [p["answer"] for p in problems] == [q["answer"] for q in theirs]
+  assert [tok(data.compact_prompt(p["problem"]), add_special_tokens=False)["input_ids"] for p in problems] == \
+      [q["prompt_ids"] for q in theirs]
+  with pytest.raises(FileNotFoundError, match="no config.json"):
+    evaluate_bin.heldout_spec(tmp_path / "nothing")
