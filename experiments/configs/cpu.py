@@ -16,8 +16,8 @@ from ngrpo_jax.training import update
 
 # Per-algorithm peak learning rates for the tiny model (NGRPO's advantages sum to a negative number in
 # every group, so it gets a lower rate than GRPO; see NGRPO.md's CPU notes).
-CPU_LEARNING_RATES = {"ngrpo": 5e-5, "grpo": 5e-5, "dapo": 5e-5, "psr_nsr": 3e-5, "psr_only": 5e-5,
-                      "nsr_only": 3e-5, "ppo": 5e-5}
+CPU_LEARNING_RATES = {"ngrpo": 1e-4, "grpo": 1e-4, "dapo": 1e-4, "psr_nsr": 5e-5, "psr_only": 1e-4,
+                      "nsr_only": 5e-5, "ppo": 1e-4}
 
 
 def default() -> loop.ExperimentConfig:
@@ -25,9 +25,9 @@ def default() -> loop.ExperimentConfig:
       name="default",
       model=loop.ModelSpec(hidden_size=128, intermediate_size=384, num_hidden_layers=3, num_attention_heads=4,
                            num_key_value_heads=2),
-      task=loop.TaskSpec(sft_difficulty=(1.0, 3.6), rl_difficulty=(2.5, 4.6), eval_difficulty=(2.5, 4.6),
+      task=loop.TaskSpec(sft_difficulty=(1.0, 4.5), rl_difficulty=(2.5, 4.5), eval_difficulty=(2.5, 4.5),
                          num_sft_examples=6000, num_rl_prompts=3000, num_eval_problems=64),
-      sft=sft.SFTConfig(steps=400, batch_size=32, learning_rate=3e-3, warmup_steps=20, max_len=80),
+      sft=sft.SFTConfig(steps=260, batch_size=32, learning_rate=3e-3, warmup_steps=15, max_len=80),
       algorithm="ngrpo",
       algorithm_overrides=(("learning_rate", CPU_LEARNING_RATES["ngrpo"]),),
       rollout=rollout.RolloutConfig(group_size=8, groups_per_batch=16, max_prompt_len=16, max_new_tokens=64,
@@ -37,7 +37,7 @@ def default() -> loop.ExperimentConfig:
       rl_steps=60,
       eval=loop.EvalSpec(num_samples=16, temperature=0.6, top_p=0.95, batch_problems=32),
       checkpoint_every=20, keep_checkpoints=2, group_grad_norm_every=10, grading_workers=1,
-      time_budget_s=480.0)
+      time_budget_s=540.0)
 
 
 def smoke() -> loop.ExperimentConfig:

@@ -278,11 +278,11 @@ def make_group_grad_norms(model_config, algo: algorithms_lib.Algorithm, cfg: Upd
                              batch["loss_mask"] > 0, None, max_length)
       return loss
 
-    norms = {}
-    for i, kind in enumerate(GROUP_KINDS):
-      sel = (batch["group_kind"] == i).astype(jnp.float32)[:, None]
-      g = jax.grad(pg_loss)(params["policy"], batch["advantages"] * sel)
-      norms[kind] = optax.global_norm(g)
+    kinds = jnp.arange(len(GROUP_KINDS))[:, None, None]
+    adv_by_kind = batch["advantages"][None] * (batch["group_kind"][None, :, None] == kinds)
+    # One traced backward pass mapped over the kinds (one compile, sequential in memory).
+    norm_list = jax.lax.map(lambda adv: optax.global_norm(jax.grad(pg_loss)(params["policy"], adv)), adv_by_kind)
+    norms = {kind: norm_list[i] for i, kind in enumerate(GROUP_KINDS)}
     total = sum(norms.values())
     out = {}
     for kind, n in norms.items():
