@@ -228,6 +228,8 @@ def markdown_table(dataset: str, evals: Sequence[Evaluation], ks: Sequence[int],
   """A markdown table: rows = methods, columns = pass@k (%) for ``ks`` and the AUC; column best in bold."""
   values = table_values(evals, ks)
   best = _best_mask(values)
+  if len({tuple(e.summary.get("auc_ks") or ()) for e in evals}) > 1:
+    best[:, -1] = False  # AUCs over different k grids are not comparable: no "best" AUC
   names = [f"k={k}" for k in ks] + ["AUC"]
   lines = [f"### {dataset}", "", f"pass@k (%) and Pass@k AUC; {_describe(evals)}.", "",
            "| Method | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
@@ -400,7 +402,9 @@ def plot_training(runs: Sequence[tuple], path, keys: Optional[Sequence[str]] = N
       else:  # one colour per run, one line style per key
         color = colors[run_names.index(run) % len(colors)]
         style, label = styles[panel_keys.index(key) % len(styles)], f"{run}: {key}"
-      ax.plot(steps, _smooth(values, smooth), style, color=color, label=label, linewidth=1.4)
+      marker = "o" if len(steps) <= 30 else None  # short (or single-point) series stay visible
+      ax.plot(steps, _smooth(values, smooth), style, color=color, label=label, linewidth=1.4, marker=marker,
+              markersize=3)
     ax.set_title(title)
     ax.ticklabel_format(axis="y", useOffset=False)
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))

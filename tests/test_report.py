@@ -156,3 +156,13 @@ def test_trainer_workdir_layout(tmp_path):
   result = report.make_report([str(run)], tmp_path / "out", labels=["NGRPO"])
   assert "| NGRPO (before RL) |" in result["markdown"]
   assert (tmp_path / "out" / "training_curves.png").is_file()
+
+
+def test_auc_not_bold_when_sample_counts_differ(tmp_path):
+  _write_eval(tmp_path / "a", "A", "d", [1, 2, 3], 4)
+  _write_eval(tmp_path / "b", "B", "d", [1, 2, 3], 8)
+  evals = report.find_evaluations([str(tmp_path / "a"), str(tmp_path / "b")])
+  md = report.markdown_table("d", evals, report.table_columns(evals))
+  assert "N differs" in md
+  rows = [line for line in md.splitlines() if line.startswith("| A") or line.startswith("| B")]
+  assert all(not row.split("|")[-2].strip().startswith("**") for row in rows)
