@@ -325,10 +325,13 @@ def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
 
 
 def _dense(x, p, dtype):
-  y = x @ p["kernel"].astype(dtype)
+  # The matmul runs on [N, in] with the leading dims flattened: the weight gradient is then a plain 2-D
+  # xᵀ·dy, whereas a 3-D [B, T, in] operand makes XLA:CPU materialise a slow 3-D transpose of the
+  # activations in the backward pass (≈ 2× slower train steps; benchmarks/train_step_benchmark.py).
+  y = x.reshape(-1, x.shape[-1]) @ p["kernel"].astype(dtype)
   if "bias" in p:
     y = y + p["bias"].astype(dtype)
-  return y
+  return y.reshape(x.shape[:-1] + y.shape[-1:])
 
 
 def _attention(p, config, x, cos, sin, allowed, kv, write_at):

@@ -1,0 +1,334 @@
+"""Side-by-side speed of one RL update step: ngrpo_jax (JAX/XLA CPU) vs transformers + torch (CPU).
+
+One step = log-probs of the response tokens under the policy, the token-level clipped surrogate
+(``ngrpo_jax.losses.policy_loss``, ``aggregation="token_mean"``, eps 0.2), the backward pass and one AdamW
+update (lr 1e-6, weight decay 0.01). Both sides use the same random float32 Qwen2 config, the same shapes
+(batch × seq tokens: the model reads ``tokens[:, :seq]`` and scores ``tokens[:, 1:seq+1]``; the first
+``prompt`` targets of each row are masked out of the loss) and the same loss:
+
+  ρ_t = exp(log π_θ(y_t) − log π_old(y_t)),  L = Σ_t m_t · max(−A ρ_t, −A clip(ρ_t, 1 − ε, 1 + ε)) / Σ_t m_t
+
+JAX side: ``qwen2.hidden_states`` → ``logprobs.token_logprobs`` (chunked over time) → ``policy_loss`` →
+``jax.value_and_grad`` → ``optax.adamw``, all in one ``jax.jit`` with the params and optimiser state donated.
+Torch side: ``Qwen2ForCausalLM(...).logits`` → ``log_softmax`` + gather → the same loss → ``backward`` →
+``torch.optim.AdamW`` with ``torch.set_num_threads(--threads)``.
+
+Printed per case: median seconds per step over ``--repeats`` timed steps (after warm-up), tokens/s
+(batch × seq / step time), the ratio JAX / torch, and the fraction of this CPU's float32 matmul peak, where
+the peak is measured here with a large ``jnp.dot`` (and ``torch.mm``) and the model FLOPs of a step are
+
+  6 · N_matmul · tokens + 12 · L · B · T² · H · d_head
+
+(N_matmul = decoder-layer kernels + LM head; the embedding lookup is not a matmul; the attention term counts
+QKᵀ and PV over the full T×T square, forward + backward = 3× forward). Several JAX variants can be timed
+in the same run (``--variants``): ``f32`` (default path), ``f32_c<N>`` (log-prob chunk size N),
+``f32_remat`` (decoder-layer rematerialisation), ``bf16`` (bfloat16 compute, float32 masters).
+
+  python benchmarks/train_step_benchmark.py --cases TINY,SMALL [--repeats 5] [--variants f32,bf16]
+
+The machine may be shared: timings are noisy; compare ratios measured in the same run. The script prints
+the 1-minute load average before and after the run.
+"""
+import argparse
+import dataclasses
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+  name: str
+  vocab: int
+  hidden: int
+  layers: int
+  heads: int
+  kv_heads: int
+  intermediate: int
+  tied: bool
+  batch: int
+  seq: int
+  prompt: int
+
+
+CASES = {
+    "TINY": Case("TINY", 512, 128, 4, 4, 2, 512, False, 8, 256, 32),
+    "SMALL": Case("SMALL", 32000, 512, 8, 8, 2, 1408, False, 8, 256, 32),
+}
+
+EPS = 0.2
+LR = 1e-6
+WEIGHT_DECAY = 0.01
+
+
+def matmul_params(case: Case) -> int:
+  """Parameters that enter a matmul per token: decoder kernels + LM head (biases/norms are negligible)."""
+  hd = case.hidden // case.heads
+  per_layer = (case.hidden * case.heads * hd * 2 + case.hidden * case.kv_heads * hd * 2
+               + 3 * case.hidden * case.intermediate)
+  return case.layers * per_layer + case.hidden * case.vocab
+
+
+def step_flops(case: Case) -> float:
+  """6 · N_matmul · tokens + attention (QKᵀ and PV, fwd + bwd) for one step."""
+  tokens = case.batch * case.seq
+  attn = 12 * case.layers * case.batch * case.seq ** 2 * case.hidden
+  return 6.0 * matmul_params(case) * tokens + attn
+
+
+def make_batch(case: Case, seed: int = 0):
+  import numpy as np
+  rng = np.random.default_rng(seed)
+  tokens = rng.integers(0, case.vocab, size=(case.batch, case.seq + 1), dtype=np.int32)
+  mask = np.ones((case.batch, case.seq), np.float32)
+  mask[:, :case.prompt] = 0.0
+  old_logp = (-np.log(case.vocab) + 0.1 * rng.standard_normal((case.batch, case.seq))).astype(np.float32)
+  adv = np.where(np.arange(case.batch) % 2 == 0, 1.0, -1.0).astype(np.float32)
+  return dict(tokens=tokens, mask=mask, old_logp=old_logp, adv=adv)
+
+
+def _median_time(fn, repeats):
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times), times
+
+
+def _hf_config(case):
+  import transformers
+  return transformers.Qwen2Config(
+      vocab_size=case.vocab, hidden_size=case.hidden, intermediate_size=case.intermediate,
+      num_hidden_layers=case.layers, num_attention_heads=case.heads, num_key_value_heads=case.kv_heads,
+      max_position_embeddings=4096, tie_word_embeddings=case.tied, eos_token_id=None, pad_token_id=0,
+      bos_token_id=None, torch_dtype="float32")
+
+
+# --------------------------------------------------------------------------------------------------------
+# JAX.
+
+
+def jax_step_fn(case: Case, variant: str):
+  """(jitted step(params, opt_state, batch) -> (params, opt_state, loss), config, optimizer)."""
+  import jax
+  import jax.numpy as jnp
+  import optax
+  from ngrpo_jax import losses
+  from ngrpo_jax.models import logprobs
+  from ngrpo_jax.models import qwen2
+
+  chunk = 128
+  remat = False
+  dtype = jnp.float32
+  for part in variant.split("_")[1:]:
+    if part.startswith("c"):
+      chunk = int(part[1:])
+    elif part == "remat":
+      remat = True
+    else:
+      raise ValueError(f"unknown variant part {part!r} in {variant!r}")
+  if variant.startswith("bf16"):
+    dtype = jnp.bfloat16
+  elif not variant.startswith("f32"):
+    raise ValueError(f"variant must start with f32 or bf16, got {variant!r}")
+  config = qwen2.Qwen2Config(
+      vocab_size=case.vocab, hidden_size=case.hidden, intermediate_size=case.intermediate,
+      num_hidden_layers=case.layers, num_attention_heads=case.heads, num_key_value_heads=case.kv_heads,
+      tie_word_embeddings=case.tied, dtype=dtype, remat=remat)
+  optimizer = optax.adamw(LR, weight_decay=WEIGHT_DECAY)
+
+  def loss_fn(params, batch):
+    p = params if dtype == jnp.float32 else jax.tree.map(lambda x: x.astype(dtype), params)
+    tokens = batch["tokens"]
+    hidden, _ = qwen2.hidden_states(p, config, tokens[:, :-1])
+    logp = logprobs.token_logprobs(p, config, hidden, tokens[:, 1:], chunk_size=chunk)
+    loss, _ = losses.policy_loss(logp, batch["old_logp"], batch["adv"], batch["mask"] > 0, eps_pos=EPS,
+                                 eps_neg=EPS, aggregation="token_mean")
+    return loss
+
+  def step(params, opt_state, batch):
+    loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  return jax.jit(step, donate_argnums=(0, 1)), config, optimizer
+
+
+def jax_runner(case: Case, variant: str, params_np, batch_np):
+  """(one_step() -> None, first-step loss, compile+first-step seconds) for a JAX variant."""
+  import jax
+  import jax.numpy as jnp
+  step, _, optimizer = jax_step_fn(case, variant)
+  params = jax.tree.map(jnp.asarray, params_np)
+  opt_state = optimizer.init(params)
+  batch = jax.tree.map(jnp.asarray, batch_np)
+  t0 = time.perf_counter()
+  params, opt_state, loss = step(params, opt_state, batch)
+  loss.block_until_ready()
+  first = time.perf_counter() - t0
+  state = [params, opt_state]
+
+  def one():
+    p, o, l = step(state[0], state[1], batch)
+    l.block_until_ready()
+    state[0], state[1] = p, o
+
+  return one, float(loss), first
+
+
+# --------------------------------------------------------------------------------------------------------
+# Torch.
+
+
+def torch_model(case: Case, seed: int = 0):
+  import torch
+  import transformers
+  torch.manual_seed(seed)
+  model = transformers.Qwen2ForCausalLM(_hf_config(case)).float()
+  model.train()
+  return model
+
+
+def params_from_torch(model, case: Case):
+  """Copies torch weights into the ngrpo_jax layout (numpy; [in, out] kernels, stacked layers)."""
+  import numpy as np
+  sd = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+  layer = lambda name: np.stack([sd[f"model.layers.{i}.{name}"] for i in range(case.layers)])
+  kern = lambda name: {"kernel": np.ascontiguousarray(np.swapaxes(layer(name + ".weight"), 1, 2))}
+  kern_b = lambda name: {**kern(name), "bias": layer(name + ".bias")}
+  params = {
+      "embed_tokens": {"embedding": sd["model.embed_tokens.weight"]},
+      "layers": {
+          "input_layernorm": {"scale": layer("input_layernorm.weight")},
+          "self_attn": {"q_proj": kern_b("self_attn.q_proj"), "k_proj": kern_b("self_attn.k_proj"),
+                        "v_proj": kern_b("self_attn.v_proj"), "o_proj": kern("self_attn.o_proj")},
+          "post_attention_layernorm": {"scale": layer("post_attention_layernorm.weight")},
+          "mlp": {"gate_proj": kern("mlp.gate_proj"), "up_proj": kern("mlp.up_proj"),
+                  "down_proj": kern("mlp.down_proj")},
+      },
+      "norm": {"scale": sd["model.norm.weight"]},
+  }
+  if not case.tied:
+    params["lm_head"] = {"kernel": np.ascontiguousarray(sd["lm_head.weight"].T)}
+  return params
+
+
+def torch_loss(model, batch):
+  import torch
+  tokens = batch["tokens"]
+  logits = model(input_ids=tokens[:, :-1]).logits.float()
+  logp = torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, 1:, None].long())[..., 0]
+  ratio = torch.exp(logp - batch["old_logp"])
+  adv = batch["adv"][:, None]
+  per_token = torch.maximum(-adv * ratio, -adv * torch.clamp(ratio, 1 - EPS, 1 + EPS))
+  mask = batch["mask"]
+  return (per_token * mask).sum() / mask.sum()
+
+
+def torch_runner(case: Case, model, batch_np):
+  """(one_step() -> None, first-step loss) for the torch model."""
+  import torch
+  batch = {k: torch.from_numpy(v) for k, v in batch_np.items()}
+  opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+
+  def one():
+    opt.zero_grad(set_to_none=True)
+    loss = torch_loss(model, batch)
+    loss.backward()
+    opt.step()
+    return float(loss.detach())
+
+  return one, one()
+
+
+# --------------------------------------------------------------------------------------------------------
+# Peak.
+
+
+def matmul_peak(n: int = 2048, repeats: int = 5):
+  """(XLA, torch) float32 GFLOP/s of an n×n×n matmul (median of repeats)."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import torch
+  a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n), np.float32))
+  f = jax.jit(lambda x: x @ x)
+  f(a).block_until_ready()
+  med, _ = _median_time(lambda: f(a).block_until_ready(), repeats)
+  t = torch.from_numpy(np.array(a))
+  torch.mm(t, t)
+  tmed, _ = _median_time(lambda: torch.mm(t, t), repeats)
+  return 2 * n ** 3 / med / 1e9, 2 * n ** 3 / tmed / 1e9
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--cases", default="TINY,SMALL")
+  parser.add_argument("--variants", default="f32", help="comma-separated JAX variants (see docstring)")
+  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+  parser.add_argument("--no_torch", action="store_true")
+  args = parser.parse_args()
+
+  import jax
+  import numpy as np
+  import torch
+  torch.set_num_threads(args.threads)
+  print(f"jax {jax.__version__} ({jax.default_backend()}, {len(jax.devices())} devices), torch "
+        f"{torch.__version__} ({args.threads} threads); load avg {os.getloadavg()[0]:.1f}; "
+        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+  xla_peak, torch_peak = matmul_peak()
+  peak = max(xla_peak, torch_peak)
+  print(f"f32 matmul peak (2048³): XLA {xla_peak:.0f} GFLOP/s, torch {torch_peak:.0f} GFLOP/s; "
+        f"using {peak:.0f} GFLOP/s")
+  rows = []
+  for name in args.cases.split(","):
+    case = CASES[name]
+    tokens = case.batch * case.seq
+    flops = step_flops(case)
+    model = torch_model(case)
+    params_np = params_from_torch(model, case)
+    batch_np = make_batch(case)
+    runners = {}
+    if not args.no_torch:
+      runners["torch"], loss = torch_runner(case, model, batch_np)
+      print(f"{name} torch: first-step loss {loss:.6f}", flush=True)
+    compile_s = {}
+    for variant in args.variants.split(","):
+      runners["jax " + variant], loss, compile_s["jax " + variant] = jax_runner(case, variant, params_np, batch_np)
+      print(f"{name} jax {variant}: first-step loss {loss:.6f}, compile + first step {compile_s['jax ' + variant]:.1f} s",
+            flush=True)
+    for one in runners.values():  # second warm-up
+      one()
+    # Interleaved rounds: every implementation runs once per round, so load changes hit all of them alike.
+    times = {k: [] for k in runners}
+    for _ in range(args.repeats):
+      for k, one in runners.items():
+        t0 = time.perf_counter()
+        one()
+        times[k].append(time.perf_counter() - t0)
+    for k, ts in times.items():
+      med = statistics.median(ts)
+      ratio = (statistics.median([t / j for t, j in zip(times["torch"], ts)]) if "torch" in times
+               else float("nan"))
+      rows.append((name, k, med, tokens / med, ratio, flops / med / 1e9 / peak, compile_s.get(k),
+                   (min(ts), max(ts))))
+      print(f"{name} {k}: median {med:.3f} s/step, times {[round(t, 3) for t in ts]}", flush=True)
+    del model, runners
+  print()
+  print(f"batch {CASES[args.cases.split(',')[0]].batch} × {CASES[args.cases.split(',')[0]].seq} tokens, "
+        f"medians of {args.repeats}; peak {peak:.0f} GFLOP/s; load avg now {os.getloadavg()[0]:.1f}")
+  print(f"{'case':6s} {'impl':16s} {'s/step':>8s} {'tokens/s':>9s} {'vs torch':>8s} {'% peak':>7s} {'compile s':>9s}   [min, max] s")
+  for name, impl, med, tps, ratio, frac, comp, (lo, hi) in rows:
+    comp_s = f"{comp:9.1f}" if comp is not None else f"{'':9s}"
+    print(f"{name:6s} {impl:16s} {med:8.3f} {tps:9.0f} {ratio:7.2f}x {100 * frac:6.1f}% {comp_s}   "
+          f"[{lo:.3f}, {hi:.3f}]")
+
+
+if __name__ == "__main__":
+  main()
