@@ -61,6 +61,8 @@ def define_flags():
   flags.DEFINE_integer("seed", 0, "Sampling seed.")
   flags.DEFINE_integer("num_workers", 2, "Grading worker processes.")
   flags.DEFINE_float("grade_timeout", 1.0, "Seconds per answer for the symbolic checker.")
+  flags.DEFINE_bool("require_boxed", False, "Only answers inside \\boxed{} count (the trainer's RL reward "
+                    "rule); default the checker's extraction (boxed, else a bare final answer).")
   flags.DEFINE_string("output_dir", None, "Output directory (required unless --counts_file).")
   flags.DEFINE_string("label", None, "Method name in reports; default the model directory's name.")
   flags.DEFINE_string("counts_file", None, "Recompute metrics from a per-problem counts file "
@@ -214,7 +216,7 @@ def run(*, model: str, dataset: str, output_dir: str, data_dir: str = "../shared
         limit=None, synthetic_num_problems=100, synthetic_seed=1234, synthetic_difficulty=(1.0, 4.0),
         prompt_template=None, num_samples=256, temperature=0.6, top_p=0.95, top_k=0, max_new_tokens=None,
         prompts_per_batch=8, samples_per_call=None, dtype="float32", seed=0, num_workers=2, grade_timeout=1.0,
-        label=None, num_bootstrap=1000, sample_fn_wrapper=None, log=print):
+        require_boxed=False, label=None, num_bootstrap=1000, sample_fn_wrapper=None, log=print):
   """The evaluation as a function of plain arguments (the flags of the same names); returns ``EvalResult``.
 
   ``sample_fn_wrapper`` (tests): a function applied to the sampler before the loop uses it.
@@ -247,14 +249,16 @@ def run(*, model: str, dataset: str, output_dir: str, data_dir: str = "../shared
     sample_fn = sample_fn_wrapper(sample_fn)
   settings = {"model": str(pathlib.Path(model).resolve()), "dataset": dataset_name(dataset), "template": template,
               "temperature": temperature, "top_p": top_p, "top_k": top_k, "max_new_tokens": max_new_tokens,
-              "dtype": dtype, "seed": seed}
+              "dtype": dtype, "seed": seed,
+              "require_boxed": bool(require_boxed)}
   if dataset == "synthetic":
     settings.update(synthetic_seed=synthetic_seed, synthetic_difficulty=list(map(float, synthetic_difficulty)))
   metadata = {"label": label or pathlib.Path(model).resolve().name, "dataset": dataset_name(dataset),
               "created": time.strftime("%Y-%m-%d %H:%M:%S")}
   log(f"evaluating {metadata['label']} on {metadata['dataset']}: {len(problems)} problems × {num_samples} "
       f"samples, T={temperature}, top-p={top_p}, max_new_tokens={max_new_tokens}")
-  with evaluation.CheckerGrader(num_workers=num_workers, timeout=grade_timeout) as grader:
+  with evaluation.CheckerGrader(num_workers=num_workers, timeout=grade_timeout,
+                                require_boxed=require_boxed) as grader:
     return evaluation.evaluate(problems, sample_fn, grader, output_dir, num_samples=num_samples,
                                prompts_per_batch=prompts_per_batch, key=jax.random.key(seed),
                                prompt_fn=prompt_fn, settings=settings, metadata=metadata,
@@ -333,7 +337,8 @@ def main(argv):
                  temperature=FLAGS.temperature, top_p=FLAGS.top_p, top_k=FLAGS.top_k,
                  prompts_per_batch=FLAGS.prompts_per_batch, samples_per_call=FLAGS.samples_per_call,
                  dtype=FLAGS.dtype, seed=FLAGS.seed, num_workers=FLAGS.num_workers,
-                 grade_timeout=FLAGS.grade_timeout, label=FLAGS.label, num_bootstrap=FLAGS.num_bootstrap, **kwargs)
+                 grade_timeout=FLAGS.grade_timeout, require_boxed=FLAGS.require_boxed,
+                 label=FLAGS.label, num_bootstrap=FLAGS.num_bootstrap, **kwargs)
   except (FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
