@@ -218,3 +218,19 @@ def test_metrics_writer(tmp_path):
   rec = (tmp_path / "metrics.jsonl").read_text().strip()
   assert '"accuracy": 0.5' in rec
   assert list((tmp_path / "tb").iterdir())
+
+
+@pytest.mark.needs_shared
+def test_jsonl_task_builds_prompts_with_the_qwen_math_template(shared_dir):
+  from ngrpo_jax.data import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
+  files = sorted((shared_dir / "data" / "amc23").glob("*.jsonl"))
+  if not files:
+    pytest.skip("no amc23 JSONL in ../shared/data")
+  tok = tokenizer_lib.build_tokenizer()
+  task = loop.TaskSpec(kind="jsonl", train_path=str(files[0]), eval_path=str(files[0]), template="qwen_math",
+                       num_rl_prompts=5, num_eval_problems=3)
+  data = loop.build_data(task, tok, 0)
+  assert len(data["rl"]) == 5 and len(data["eval"]) == 3 and data["sft"] == []
+  text = tok.decode(data["rl"][0]["prompt_ids"])
+  assert "Please reason step by step" in text and text.endswith("<|im_start|>assistant\n")
+  assert data["rl"][0]["answer"]
