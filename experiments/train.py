@@ -54,6 +54,7 @@ def main(argv):
     if _SEED.value is not None:
       cfg = dataclasses.replace(cfg, seed=_SEED.value)
     cfg = loop.apply_overrides(cfg, _SET.value)
+    loop.validate_config(cfg)
     if cfg.model.init_from and not __import__("os").path.isdir(cfg.model.init_from):
       raise ValueError(f"model.init_from={cfg.model.init_from!r} is not a directory with a Hugging Face "
                        "checkpoint (paper presets need the real Qwen2.5-Math-7B weights; set "

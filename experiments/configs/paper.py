@@ -7,7 +7,6 @@ answer within \\boxed{}.", rewards 1/0; 1024 prompts × G = 8 per rollout batch,
 1.0, top-p 1.0; AdamW lr 1e-6 constant, weight decay 0.01, grad clip 1.0; entropy bonus 0.001 (NGRPO);
 20 epochs (7,500 / 1024 ≈ 7.3 batches per epoch → 146 steps); evaluation 256 samples, T = 0.6, top-p 0.95.
 """
-import dataclasses
 
 from ngrpo_jax.training import loop
 from ngrpo_jax.training import rollout

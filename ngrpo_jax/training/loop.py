@@ -325,6 +325,24 @@ def evaluate(generate_fn, grade_fn, decode, params, problems, *, num_samples: in
 # The run.
 
 
+def validate_config(cfg: ExperimentConfig) -> algorithms_lib.Algorithm:
+  """Checks cross-field consistency (raises ValueError naming the fields); returns the built algorithm."""
+  algo = cfg.build_algorithm()
+  if cfg.rollout.batch_rows % (cfg.update.num_minibatches * cfg.update.num_microbatches):
+    raise ValueError(f"rollout.group_size * rollout.groups_per_batch = {cfg.rollout.batch_rows} must be "
+                     f"divisible by update.num_minibatches * update.num_microbatches = "
+                     f"{cfg.update.num_minibatches * cfg.update.num_microbatches}")
+  if cfg.rl_steps < 0:
+    raise ValueError(f"rl_steps must be >= 0, got {cfg.rl_steps}")
+  if cfg.eval.num_samples < 1 or cfg.checkpoint_every < 1:
+    raise ValueError("eval.num_samples and checkpoint_every must be >= 1")
+  if cfg.task.kind == "synthetic" and cfg.model.init_from is None and cfg.sft.steps < 1:
+    raise ValueError("a model created from scratch needs a warm-start (sft.steps >= 1)")
+  if algo.group_filter == "ngrpo" and cfg.rollout.format_reward < 0:
+    raise ValueError("rollout.format_reward must be >= 0")
+  return algo
+
+
 def run(cfg: ExperimentConfig, workdir, *, log_stream=None, grade_fn=None) -> dict:
   """Runs (or resumes) the experiment in ``workdir`` and returns the summary dict.
 
@@ -343,11 +361,7 @@ def run(cfg: ExperimentConfig, workdir, *, log_stream=None, grade_fn=None) -> di
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   stream = log_stream if log_stream is not None else sys.stdout
-  algo = cfg.build_algorithm()
-  if cfg.rollout.batch_rows % (cfg.update.num_minibatches * cfg.update.num_microbatches):
-    raise ValueError(f"rollout.group_size * rollout.groups_per_batch = {cfg.rollout.batch_rows} must be "
-                     f"divisible by update.num_minibatches * update.num_microbatches = "
-                     f"{cfg.update.num_minibatches * cfg.update.num_microbatches}")
+  algo = validate_config(cfg)
   config_dict = {**to_dict(cfg), "resolved_algorithm": algo.describe()}
   checkpoint_lib.write_json(workdir / "config.json", config_dict)
   writer = logging_lib.MetricsWriter(workdir, tensorboard=cfg.tensorboard, stream=stream)

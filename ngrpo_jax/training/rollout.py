@@ -15,7 +15,7 @@ Host-side glue around the jitted pieces (``sampling.generate`` and the trainer's
 """
 import dataclasses
 import time
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp

@@ -25,12 +25,10 @@ per-target arrays have length ``L - 1`` and are aligned with ``tokens[:, 1:]``):
   group_kind: int32[B]          0 mixed, 1 all-correct, 2 all-wrong, -1 padding (diagnostics only)
 """
 import dataclasses
-import functools
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from ngrpo_jax import losses
