@@ -334,12 +334,14 @@ def _dense(x, p, dtype):
   return y.reshape(x.shape[:-1] + y.shape[-1:])
 
 
-def _attention(p, config, x, cos, sin, allowed, kv, write_at):
+def _attention(p, config, x, cos, sin, allowed, kv=None, layer=None, write_at=None):
   """Grouped-query attention for one layer.
 
   x: [B, T, D]; allowed: bool[B, T, S] (query t may attend key slot s); kv: None (keys are this call's
-  tokens, S = T) or (k, v) each [B, K, S, hd] into which this call's keys are written at slot ``write_at``.
-  Returns (out [B, T, D], new kv or None).
+  tokens, S = T) or the STACKED cache (k, v), each [L, B, K, S, hd]: this call's keys/values are written
+  into layer ``layer`` at slots [write_at, write_at + T) with one ``dynamic_update_slice`` per array (in
+  place when the cache is carried through the layer scan and donated) and that layer's S slots are attended.
+  Returns (out [B, T, D], the updated stacked (k, v) or None).
   """
   dtype = config.dtype
   B, T, _ = x.shape
@@ -352,15 +354,22 @@ def _attention(p, config, x, cos, sin, allowed, kv, write_at):
   v = v.transpose(0, 2, 1, 3)
   if kv is not None:
     cache_k, cache_v = kv
-    cache_k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), (0, 0, write_at, 0))
-    cache_v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, 0, write_at, 0))
+    at = (layer, 0, 0, write_at, 0)
+    cache_k = jax.lax.dynamic_update_slice(cache_k, k[None].astype(cache_k.dtype), at)
+    cache_v = jax.lax.dynamic_update_slice(cache_v, v[None].astype(cache_v.dtype), at)
     kv = (cache_k, cache_v)
-    k, v = cache_k.astype(dtype), cache_v.astype(dtype)
-  q = q.reshape(B, T, K, H // K, hd)
-  scores = jnp.einsum("btkgd,bksd->bkgts", q, k, preferred_element_type=jnp.float32) / math.sqrt(hd)
+    k = jax.lax.dynamic_index_in_dim(cache_k, layer, 0, keepdims=False).astype(dtype)  # [B, K, S, hd]
+    v = jax.lax.dynamic_index_in_dim(cache_v, layer, 0, keepdims=False).astype(dtype)
+  # Queries grouped per KV head as [B, K, G·T, hd]: both matmuls are then plain batched matmuls over (b, k)
+  # whose outputs need no transpose (this matters for the one-token decode step over a long cache).
+  G = H // K
+  q = q.reshape(B, T, K, G, hd).transpose(0, 2, 3, 1, 4).reshape(B, K, G * T, hd)
+  scores = jnp.einsum("bkqd,bksd->bkqs", q, k, preferred_element_type=jnp.float32) / math.sqrt(hd)
+  scores = scores.reshape(B, K, G, T, -1)
   scores = jnp.where(allowed[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
-  probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
-  out = jnp.einsum("bkgts,bksd->btkgd", probs, v).reshape(B, T, H * hd)
+  probs = jax.nn.softmax(scores, axis=-1).astype(dtype).reshape(B, K, G * T, -1)
+  out = jnp.einsum("bkqs,bksd->bkqd", probs, v).reshape(B, K, G, T, hd)
+  out = out.transpose(0, 3, 1, 2, 4).reshape(B, T, H * hd)
   return _dense(out, p["o_proj"], dtype), kv
 
 
@@ -370,9 +379,10 @@ def _mlp(p, x, dtype):
                 dtype)
 
 
-def _decoder_layer(p, config, h, cos, sin, allowed, kv, write_at):
+def _decoder_layer(p, config, h, cos, sin, allowed, kv=None, layer=None, write_at=None):
+  """One pre-norm decoder layer (module docstring); kv / layer / write_at as in ``_attention``."""
   attn, kv = _attention(p["self_attn"], config, rms_norm(h, p["input_layernorm"]["scale"], config.rms_norm_eps),
-                        cos, sin, allowed, kv, write_at)
+                        cos, sin, allowed, kv, layer, write_at)
   h = h + attn
   h = h + _mlp(p["mlp"], rms_norm(h, p["post_attention_layernorm"]["scale"], config.rms_norm_eps), config.dtype)
   return h, kv
@@ -428,7 +438,9 @@ def hidden_states(params: dict, config: Qwen2Config, tokens: jax.Array, *, atten
       works); with a cache: (real tokens already in the cache) + max(cumsum(mask) - 1, 0).
     cache: optional ``KVCache``; this call's tokens are written to slots [end, end + T) and the query in
       slot s attends slot j iff mask[b, j] and j <= s. The caller must keep end + T <= max_len (XLA would
-      clamp the write otherwise).
+      clamp the write otherwise). The stacked cache is carried through the layer scan and only the new
+      slots are written, so under ``jax.jit(..., donate_argnames="cache")`` it is updated in place (no copy
+      of the cache per call; this is the sampler's decode step).
 
   Returns:
     (hidden [B, T, D] in ``config.dtype``, the updated cache or None).
@@ -465,18 +477,33 @@ def hidden_states(params: dict, config: Qwen2Config, tokens: jax.Array, *, atten
     query_slot = write_at + jnp.arange(T)
     allowed = new_mask[:, None, :] & (jnp.arange(cache.max_len)[None, None, :] <= query_slot[None, :, None])
 
-  def body(h, xs):
-    layer_params, kv = xs
-    h, kv = _decoder_layer(layer_params, config, h, cos, sin, allowed, kv, write_at)
-    return h, kv
+  if cache is None:
+    def body(h, layer_params):
+      return _decoder_layer(layer_params, config, h, cos, sin, allowed)
+    carry = h
+    xs = params["layers"]
+  else:
+    # The stacked cache is CARRIED through the scan and each layer writes only its new slots: under jit
+    # with the cache donated XLA updates it in place (scanning it as xs -> ys would build a fresh [L, ...]
+    # buffer and copy every layer's slice each call).
+    def body(carry, xs):
+      h, cache_k, cache_v = carry
+      layer_params, layer = xs
+      h, (cache_k, cache_v) = _decoder_layer(layer_params, config, h, cos, sin, allowed, (cache_k, cache_v),
+                                             layer, write_at)
+      return (h, cache_k, cache_v), None
+    carry = (h, cache.k, cache.v)
+    xs = (params["layers"], jnp.arange(config.num_hidden_layers))
 
   if config.remat:
     body = jax.checkpoint(body)
-  xs = (params["layers"], None if cache is None else (cache.k, cache.v))
-  h, new_kv = jax.lax.scan(body, h, xs)
+  carry, _ = jax.lax.scan(body, carry, xs)
+  if cache is None:
+    h = carry
+  else:
+    h, cache_k, cache_v = carry
+    cache = KVCache(k=cache_k, v=cache_v, mask=new_mask, end=cache.end + T)
   h = rms_norm(h, params["norm"]["scale"], config.rms_norm_eps)
-  if cache is not None:
-    cache = KVCache(k=new_kv[0], v=new_kv[1], mask=new_mask, end=cache.end + T)
   return h, cache
 
 
