@@ -3,9 +3,9 @@
 ``generate`` runs one jitted prefill over left-padded prompts, repeats the prefilled cache ``num_samples``
 times along the batch (a group of G responses per prompt without recomputing the prompt), then one jitted
 ``lax.while_loop`` decode loop over a preallocated, donated cache that stops as soon as every row finished.
-The whole loop stays on device: no host round trip per token. The decode step (``decode_step``) is the
-model's forward specialised to one token, carrying the stacked cache through the layer scan so only the new
-slot is written in place (``qwen2.forward`` with a cache re-materialises each layer's cache per call).
+The whole loop stays on device: no host round trip per token. Each decode step is ``qwen2.forward`` on one
+token per row with the cache; the model carries the stacked cache through its layer scan and writes only the
+new slot, so with the cache donated it is updated in place (no copy of the cache per step).
 
 Sampling distribution (the order of transformers' ``generate`` warpers)::
 
@@ -297,77 +297,6 @@ def sample_tokens(logits: jax.Array, keys: jax.Array, step, *, temperature=1.0, 
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Single-token decode step.
-
-
-def _dense(x, p, dtype):
-  y = x @ p["kernel"].astype(dtype)
-  if "bias" in p:
-    y = y + p["bias"].astype(dtype)
-  return y
-
-
-def decode_step(params, config: qwen2.Qwen2Config, tokens: jax.Array, live: jax.Array, cache: qwen2.KVCache):
-  """One token per row through the decoder, writing its key/value into the cache in place.
-
-  Same computation as ``qwen2.forward(params, config, tokens[:, None], attention_mask=live[:, None],
-  cache=cache)`` (tested equal), specialised for T = 1: the stacked cache is carried through the layer scan
-  and only the new slot is written (``dynamic_update_slice`` at [layer, :, :, end]), so XLA updates it in
-  place instead of re-materialising every layer's cache each step.
-
-  Args:
-    params: Qwen2 params.
-    config: ``Qwen2Config`` (static).
-    tokens: int32[N] the previous tokens.
-    live: bool[N] rows still generating (finished rows write a masked slot).
-    cache: ``KVCache`` with N rows and a free slot at ``end``.
-
-  Returns:
-    (logits f32[N, V], updated cache).
-  """
-  dtype = config.dtype
-  n = tokens.shape[0]
-  nh, nkv, hd = config.num_attention_heads, config.num_key_value_heads, config.head_dim
-  end = cache.end
-  positions = jnp.sum(cache.mask, axis=1, dtype=jnp.int32)[:, None]  # real tokens so far: [N, 1]
-  mask = jax.lax.dynamic_update_slice(cache.mask, live[:, None], (0, end))
-  h = params["embed_tokens"]["embedding"][tokens].astype(dtype)[:, None, :]  # [N, 1, D]
-  cos, sin = qwen2.rotary_cos_sin(positions, hd, config.rope_theta, dtype)
-  scale = 1.0 / math.sqrt(hd)
-
-  def layer(carry, xs):
-    h, ck, cv = carry
-    p, index = xs
-    attn = p["self_attn"]
-    x = qwen2.rms_norm(h, p["input_layernorm"]["scale"], config.rms_norm_eps)
-    q = qwen2.apply_rotary(_dense(x, attn["q_proj"], dtype).reshape(n, 1, nh, hd), cos, sin)
-    k = qwen2.apply_rotary(_dense(x, attn["k_proj"], dtype).reshape(n, 1, nkv, hd), cos, sin)
-    v = _dense(x, attn["v_proj"], dtype).reshape(n, 1, nkv, hd)
-    at = (index, 0, 0, end, 0)
-    ck = jax.lax.dynamic_update_slice(ck, k.transpose(0, 2, 1, 3)[None].astype(ck.dtype), at)
-    cv = jax.lax.dynamic_update_slice(cv, v.transpose(0, 2, 1, 3)[None].astype(cv.dtype), at)
-    keys = jax.lax.dynamic_index_in_dim(ck, index, 0, keepdims=False).astype(dtype)  # [N, K, S, hd]
-    values = jax.lax.dynamic_index_in_dim(cv, index, 0, keepdims=False).astype(dtype)
-    q = q.reshape(n, nkv, nh // nkv, hd)
-    scores = jnp.einsum("bkgd,bksd->bkgs", q, keys, preferred_element_type=jnp.float32) * scale
-    scores = jnp.where(mask[:, None, None, :], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
-    out = jnp.einsum("bkgs,bksd->bkgd", probs, values).reshape(n, 1, nh * hd)
-    h = h + _dense(out, attn["o_proj"], dtype)
-    mlp = p["mlp"]
-    x = qwen2.rms_norm(h, p["post_attention_layernorm"]["scale"], config.rms_norm_eps)
-    h = h + _dense(jax.nn.silu(_dense(x, mlp["gate_proj"], dtype)) * _dense(x, mlp["up_proj"], dtype),
-                   mlp["down_proj"], dtype)
-    return (h, ck, cv), None
-
-  layers = (params["layers"], jnp.arange(config.num_hidden_layers))
-  (h, ck, cv), _ = jax.lax.scan(layer, (h, cache.k, cache.v), layers)
-  h = qwen2.rms_norm(h, params["norm"]["scale"], config.rms_norm_eps)
-  logits = qwen2.lm_logits(params, config, h[:, 0])
-  return logits, cache.replace(k=ck, v=cv, mask=mask, end=end + 1)
-
-
-# ----------------------------------------------------------------------------------------------------------
 # Generation.
 
 
@@ -463,7 +392,10 @@ def _decode(params, cache, logits, keys, max_new_tokens, temperature, top_p, min
 
   def body(s):
     step, tok, bufs, done, stopped, lengths, cache = s
-    logits, cache = decode_step(params, config, tok, ~done, cache)
+    # One token per row through the model; finished rows write a masked slot. The cache is donated and
+    # carried through the model's layer scan, so only the new slot is written (in place).
+    logits, cache = qwen2.forward(params, config, tok[:, None], attention_mask=~done[:, None], cache=cache)
+    logits = logits[:, 0]
     tok, bufs, done, stopped, live = emit(step, logits, bufs, done, stopped)
     return step + 1, tok, bufs, done, stopped, lengths + live.astype(jnp.int32), cache
 
