@@ -28,12 +28,12 @@ import subprocess
 import sys
 import time
 
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks import configs  # noqa: E402  (before jax: defaults JAX to CPU)
+
 VARIANTS = ("naive", "naive+remat", "chunked", "chunked+remat")
-QWEN05B = dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-               num_attention_heads=14, num_key_value_heads=2, tie_word_embeddings=True)
+QWEN05B = configs.SHAPES["QWEN05B"].qwen2_kwargs()
 ENTROPY_COEF = 0.001
 
 

@@ -16,9 +16,9 @@ import statistics
 import sys
 import time
 
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks import configs  # noqa: E402  (before jax: defaults JAX to CPU)
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -26,58 +26,24 @@ import numpy as np  # noqa: E402
 
 @dataclasses.dataclass(frozen=True)
 class Case:
-  name: str
-  vocab: int
-  hidden: int
-  layers: int
-  heads: int
-  kv_heads: int
-  intermediate: int
-  tied: bool
+  """A model shape and a generation workload: batch × prompt → new tokens."""
+  shape: configs.ModelShape
   batch: int
   prompt: int
   new: int
 
+  @property
+  def name(self):
+    return self.shape.name
+
 
 CASES = {
-    "TINY": Case("TINY", 512, 128, 4, 4, 2, 512, False, 16, 32, 128),
-    "SMALL": Case("SMALL", 32000, 512, 8, 8, 2, 1408, False, 16, 32, 128),
-    "QWEN05B": Case("QWEN05B", 151936, 896, 24, 14, 2, 4864, True, 4, 32, 64),
+    "TINY": Case(configs.SHAPES["TINY"], 16, 32, 128),
+    "SMALL": Case(configs.SHAPES["SMALL"], 16, 32, 128),
+    "QWEN05B": Case(configs.SHAPES["QWEN05B"], 4, 32, 64),
 }
 
 MODES = {"greedy": dict(greedy=True), "top_p": dict(temperature=0.6, top_p=0.95)}
-
-
-def _hf_config(case):
-  import transformers
-  return transformers.Qwen2Config(
-      vocab_size=case.vocab, hidden_size=case.hidden, intermediate_size=case.intermediate,
-      num_hidden_layers=case.layers, num_attention_heads=case.heads, num_key_value_heads=case.kv_heads,
-      max_position_embeddings=4096, tie_word_embeddings=case.tied, eos_token_id=None, pad_token_id=0,
-      bos_token_id=None)
-
-
-def _torch_to_params(model, case):
-  """Copies the torch weights into the ngrpo_jax params layout ([in, out] kernels, stacked layers)."""
-  sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
-  layer = lambda name: np.stack([sd[f"model.layers.{i}.{name}"] for i in range(case.layers)])
-  kern = lambda name: {"kernel": np.swapaxes(layer(name + ".weight"), 1, 2)}
-  kern_b = lambda name: {**kern(name), "bias": layer(name + ".bias")}
-  params = {
-      "embed_tokens": {"embedding": sd["model.embed_tokens.weight"]},
-      "layers": {
-          "input_layernorm": {"scale": layer("input_layernorm.weight")},
-          "self_attn": {"q_proj": kern_b("self_attn.q_proj"), "k_proj": kern_b("self_attn.k_proj"),
-                        "v_proj": kern_b("self_attn.v_proj"), "o_proj": kern("self_attn.o_proj")},
-          "post_attention_layernorm": {"scale": layer("post_attention_layernorm.weight")},
-          "mlp": {"gate_proj": kern("mlp.gate_proj"), "up_proj": kern("mlp.up_proj"),
-                  "down_proj": kern("mlp.down_proj")},
-      },
-      "norm": {"scale": sd["model.norm.weight"]},
-  }
-  if not case.tied:
-    params["lm_head"] = {"kernel": sd["lm_head.weight"].T}
-  return jax.tree.map(jnp.asarray, params)
 
 
 def _median_time(fn, repeats):
@@ -91,21 +57,18 @@ def _median_time(fn, repeats):
 
 def run_case(case, repeats, bandwidth_gbs):
   import torch
-  import transformers
 
   from ngrpo_jax import sampling
   from ngrpo_jax.models import qwen2
 
-  torch.manual_seed(0)
-  hf_cfg = _hf_config(case)
-  model = transformers.Qwen2ForCausalLM(hf_cfg).to(torch.float32).eval()
-  config = qwen2.Qwen2Config.from_hf_dict(hf_cfg.to_dict())
-  params = _torch_to_params(model, case)
+  model = configs.torch_model(case.shape, seed=0)
+  config = qwen2.Qwen2Config.from_hf_dict(model.config.to_dict())
+  params = jax.tree.map(jnp.asarray, configs.params_from_torch(model, case.shape))
   n_params = sum(p.numel() for p in model.parameters())
   floor_ms = 4 * n_params / (bandwidth_gbs * 1e9) * 1e3
 
   rng = np.random.RandomState(0)
-  tokens = rng.randint(1, case.vocab, (case.batch, case.prompt)).astype(np.int32)
+  tokens = rng.randint(1, case.shape.vocab, (case.batch, case.prompt)).astype(np.int32)
   mask = np.ones_like(tokens, bool)
   n_tokens = case.batch * case.new
   rows = []
@@ -159,12 +122,12 @@ def main():
   parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
   parser.add_argument("--bandwidth_gbs", type=float, default=25.0, help="memory bandwidth for the step floor")
   args = parser.parse_args()
+  try:
+    names = configs.parse_shapes(args.cases, CASES)
+  except ValueError as e:
+    parser.error(str(e))
   import torch
-  torch.set_num_threads(args.threads)
-  names = [c.strip().upper() for c in args.cases.split(",") if c.strip()]
-  unknown = [n for n in names if n not in CASES]
-  if unknown:
-    parser.error(f"unknown case(s) {unknown}; choose from {sorted(CASES)}")
+  configs.set_threads(args.threads)
   print(f"jax {jax.__version__} on {jax.devices()[0].platform}; torch {torch.__version__} with {args.threads} "
         "threads; tokens/s = batch * new tokens / median wall time")
   rows = []

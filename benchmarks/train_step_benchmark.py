@@ -41,28 +41,23 @@ import statistics
 import sys
 import time
 
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import configs  # noqa: E402  (before jax: defaults JAX to CPU)
 
 
 @dataclasses.dataclass(frozen=True)
 class Case:
-  name: str
-  vocab: int
-  hidden: int
-  layers: int
-  heads: int
-  kv_heads: int
-  intermediate: int
-  tied: bool
+  """A model shape and a training batch: ``batch`` rows of ``seq`` tokens, the first ``prompt`` unscored."""
+  shape: configs.ModelShape
   batch: int
   seq: int
   prompt: int
 
 
 CASES = {
-    "TINY": Case("TINY", 512, 128, 4, 4, 2, 512, False, 8, 256, 32),
-    "SMALL": Case("SMALL", 32000, 512, 8, 8, 2, 1408, False, 8, 256, 32),
+    "TINY": Case(configs.SHAPES["TINY"], 8, 256, 32),
+    "SMALL": Case(configs.SHAPES["SMALL"], 8, 256, 32),
 }
 
 EPS = 0.2
@@ -72,26 +67,26 @@ WEIGHT_DECAY = 0.01
 
 def matmul_params(case: Case) -> int:
   """Parameters that enter a matmul per token: decoder kernels + LM head (biases/norms are negligible)."""
-  hd = case.hidden // case.heads
-  per_layer = (case.hidden * case.heads * hd * 2 + case.hidden * case.kv_heads * hd * 2
-               + 3 * case.hidden * case.intermediate)
-  return case.layers * per_layer + case.hidden * case.vocab
+  m = case.shape
+  hd = m.hidden // m.heads
+  per_layer = m.hidden * m.heads * hd * 2 + m.hidden * m.kv_heads * hd * 2 + 3 * m.hidden * m.intermediate
+  return m.layers * per_layer + m.hidden * m.vocab
 
 
 def step_flops(case: Case) -> float:
   """6 · N_matmul · tokens + attention (QKᵀ and PV, fwd + bwd) for one step."""
   tokens = case.batch * case.seq
-  attn = 12 * case.layers * case.batch * case.seq ** 2 * case.hidden
+  attn = 12 * case.shape.layers * case.batch * case.seq ** 2 * case.shape.hidden
   return 6.0 * matmul_params(case) * tokens + attn
 
 
 def make_batch(case: Case, seed: int = 0):
   import numpy as np
   rng = np.random.default_rng(seed)
-  tokens = rng.integers(0, case.vocab, size=(case.batch, case.seq + 1), dtype=np.int32)
+  tokens = rng.integers(0, case.shape.vocab, size=(case.batch, case.seq + 1), dtype=np.int32)
   mask = np.ones((case.batch, case.seq), np.float32)
   mask[:, :case.prompt] = 0.0
-  old_logp = (-np.log(case.vocab) + 0.1 * rng.standard_normal((case.batch, case.seq))).astype(np.float32)
+  old_logp = (-np.log(case.shape.vocab) + 0.1 * rng.standard_normal((case.batch, case.seq))).astype(np.float32)
   adv = np.where(np.arange(case.batch) % 2 == 0, 1.0, -1.0).astype(np.float32)
   return dict(tokens=tokens, mask=mask, old_logp=old_logp, adv=adv)
 
@@ -110,15 +105,6 @@ def _cpu_seconds():
   import resource
   r = resource.getrusage(resource.RUSAGE_SELF)
   return r.ru_utime + r.ru_stime
-
-
-def _hf_config(case):
-  import transformers
-  return transformers.Qwen2Config(
-      vocab_size=case.vocab, hidden_size=case.hidden, intermediate_size=case.intermediate,
-      num_hidden_layers=case.layers, num_attention_heads=case.heads, num_key_value_heads=case.kv_heads,
-      max_position_embeddings=4096, tie_word_embeddings=case.tied, eos_token_id=None, pad_token_id=0,
-      bos_token_id=None, torch_dtype="float32")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -148,10 +134,7 @@ def jax_step_fn(case: Case, variant: str):
     dtype = jnp.bfloat16
   elif not variant.startswith("f32"):
     raise ValueError(f"variant must start with f32 or bf16, got {variant!r}")
-  config = qwen2.Qwen2Config(
-      vocab_size=case.vocab, hidden_size=case.hidden, intermediate_size=case.intermediate,
-      num_hidden_layers=case.layers, num_attention_heads=case.heads, num_key_value_heads=case.kv_heads,
-      tie_word_embeddings=case.tied, dtype=dtype, remat=remat)
+  config = qwen2.Qwen2Config(**case.shape.qwen2_kwargs(), dtype=dtype, remat=remat)
   optimizer = optax.adamw(LR, weight_decay=WEIGHT_DECAY)
 
   def loss_fn(params, batch):
@@ -195,39 +178,6 @@ def jax_runner(case: Case, variant: str, params_np, batch_np):
 
 # --------------------------------------------------------------------------------------------------------
 # Torch.
-
-
-def torch_model(case: Case, seed: int = 0):
-  import torch
-  import transformers
-  torch.manual_seed(seed)
-  model = transformers.Qwen2ForCausalLM(_hf_config(case)).float()
-  model.train()
-  return model
-
-
-def params_from_torch(model, case: Case):
-  """Copies torch weights into the ngrpo_jax layout (numpy; [in, out] kernels, stacked layers)."""
-  import numpy as np
-  sd = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
-  layer = lambda name: np.stack([sd[f"model.layers.{i}.{name}"] for i in range(case.layers)])
-  kern = lambda name: {"kernel": np.ascontiguousarray(np.swapaxes(layer(name + ".weight"), 1, 2))}
-  kern_b = lambda name: {**kern(name), "bias": layer(name + ".bias")}
-  params = {
-      "embed_tokens": {"embedding": sd["model.embed_tokens.weight"]},
-      "layers": {
-          "input_layernorm": {"scale": layer("input_layernorm.weight")},
-          "self_attn": {"q_proj": kern_b("self_attn.q_proj"), "k_proj": kern_b("self_attn.k_proj"),
-                        "v_proj": kern_b("self_attn.v_proj"), "o_proj": kern("self_attn.o_proj")},
-          "post_attention_layernorm": {"scale": layer("post_attention_layernorm.weight")},
-          "mlp": {"gate_proj": kern("mlp.gate_proj"), "up_proj": kern("mlp.up_proj"),
-                  "down_proj": kern("mlp.down_proj")},
-      },
-      "norm": {"scale": sd["model.norm.weight"]},
-  }
-  if not case.tied:
-    params["lm_head"] = {"kernel": np.ascontiguousarray(sd["lm_head.weight"].T)}
-  return params
 
 
 def torch_loss(model, batch):
@@ -290,19 +240,24 @@ def main():
   import jax
   import numpy as np
   import torch
-  torch.set_num_threads(args.threads)
+  configs.set_threads(args.threads)
   print(f"jax {jax.__version__} ({jax.default_backend()}, {len(jax.devices())} devices), torch "
         f"{torch.__version__} ({args.threads} threads); load avg {os.getloadavg()[0]:.1f}; "
         f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
   peaks = [matmul_peak()]
   print(f"f32 matmul (2048³) at start: XLA {peaks[0][0]:.0f} GFLOP/s, torch {peaks[0][1]:.0f} GFLOP/s", flush=True)
   rows = []
-  for name in args.cases.split(","):
+  try:
+    names = configs.parse_shapes(args.cases, CASES)
+  except ValueError as e:
+    parser.error(str(e))
+  for name in names:
     case = CASES[name]
     tokens = case.batch * case.seq
     flops = step_flops(case)
-    model = torch_model(case)
-    params_np = params_from_torch(model, case)
+    model = configs.torch_model(case.shape)
+    model.train()
+    params_np = configs.params_from_torch(model, case.shape)
     batch_np = make_batch(case)
     runners = {}
     if not args.no_torch:
@@ -337,7 +292,7 @@ def main():
     del model, runners
   peak = max(max(p) for p in peaks)
   print()
-  print(f"batch {CASES[args.cases.split(',')[0]].batch} × {CASES[args.cases.split(',')[0]].seq} tokens, "
+  print(f"batch {CASES[names[0]].batch} × {CASES[names[0]].seq} tokens, "
         f"medians of {args.repeats}; peak = best 2048³ matmul seen in the run {peak:.0f} GFLOP/s (XLA best "
         f"{max(p[0] for p in peaks):.0f}, torch best {max(p[1] for p in peaks):.0f}); load avg now "
         f"{os.getloadavg()[0]:.1f}")
