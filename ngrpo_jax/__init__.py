@@ -1,7 +1,8 @@
 """ngrpo-jax: pure-functional JAX library for RL with verifiable rewards on LLM reasoning.
 
 The math core (``advantages``, ``losses``, ``metrics``) is imported eagerly and depends on nothing but JAX.
-The heavier layers (``models``, ``sampling``, ``grading``, ``data``, ``training``, ``sharding``) are
+The heavier layers (``models``, ``sampling``, ``grading``, ``data``, ``training``, ``sharding``,
+``evaluation``) are
 imported lazily on first attribute access, so ``import ngrpo_jax`` stays cheap.
 """
 import importlib
@@ -12,7 +13,7 @@ from ngrpo_jax import metrics
 
 __version__ = "0.1.0"
 
-_LAZY_SUBMODULES = ("models", "sampling", "grading", "data", "training", "sharding")
+_LAZY_SUBMODULES = ("models", "sampling", "grading", "data", "training", "sharding", "evaluation")
 
 
 def __getattr__(name):
