@@ -81,16 +81,19 @@ class CheckerGrader:
     num_workers: grading worker processes (>= 1; default 2).
     timeout: seconds per answer for the symbolic stage (default 1.0, as the authors' grader).
     require_boxed: only accept answers inside ``\\boxed{}``.
+    pool: an existing ``grading.WorkerPool`` to grade with (e.g. the trainer's); it is not closed by
+      ``close()``. Default: a new pool of ``num_workers`` processes, owned by this grader.
   """
 
-  def __init__(self, num_workers: int = 2, timeout: float = 1.0, require_boxed: bool = False):
+  def __init__(self, num_workers: int = 2, timeout: float = 1.0, require_boxed: bool = False, pool=None):
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
       raise ValueError(f"num_workers must be a positive int, got {num_workers!r}")
     if not timeout > 0:
       raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
     from ngrpo_jax import grading  # pylint: disable=g-import-not-at-top  (worker processes start lazily)
     self._grading = grading
-    self._pool = grading.WorkerPool(num_workers)
+    self._owns_pool = pool is None
+    self._pool = grading.WorkerPool(num_workers) if pool is None else pool
     self._timeout = float(timeout)
     self._require_boxed = bool(require_boxed)
 
@@ -99,7 +102,8 @@ class CheckerGrader:
                                      require_boxed=self._require_boxed, pool=self._pool)
 
   def close(self):
-    self._pool.close()
+    if self._owns_pool:
+      self._pool.close()
 
   def __enter__(self):
     return self
@@ -111,6 +115,7 @@ class CheckerGrader:
 def make_policy_sample_fn(params, config, tokenizer, *, num_samples: int, max_new_tokens: int,
                           temperature: float = 0.6, top_p: float = 0.95, top_k: int = 0,
                           samples_per_call: Optional[int] = None, pad_batch_to: Optional[int] = None,
+                          pad_prompts_to: Optional[int] = None,
                           stop_token_ids: Optional[Sequence[int]] = None) -> SampleFn:
   """A ``SampleFn`` drawing from a Qwen2 policy with ``ngrpo_jax.sampling.generate``.
 
@@ -128,6 +133,9 @@ def make_policy_sample_fn(params, config, tokenizer, *, num_samples: int, max_ne
       samples per prompt (bounds the KV cache: rows = B · samples_per_call); default N.
     pad_batch_to: pad every prompt batch to this many prompts (repeating the last prompt; the extra rows
       are dropped) so a short final batch reuses the compiled sampler; default no padding.
+    pad_prompts_to: left-pad every prompt batch to this many tokens (one compiled sampler for all batches;
+      the trainer passes its ``max_prompt_len``); a longer prompt raises a ValueError. Default: the
+      longest prompt of each batch.
     stop_token_ids: default the config's eos ids.
 
   Returns:
@@ -154,6 +162,10 @@ def make_policy_sample_fn(params, config, tokenizer, *, num_samples: int, max_ne
     length = max(len(x) for x in ids)
     if min(len(x) for x in ids) == 0:
       raise ValueError("a prompt encodes to zero tokens")
+    if pad_prompts_to is not None:
+      if length > pad_prompts_to:
+        raise ValueError(f"a prompt encodes to {length} tokens, more than pad_prompts_to={pad_prompts_to}")
+      length = pad_prompts_to
     tokens = np.full((len(ids), length), pad_id, np.int32)
     mask = np.zeros((len(ids), length), bool)
     for r, x in enumerate(ids):
@@ -339,7 +351,7 @@ def evaluate(problems: Sequence[dict], sample_fn: SampleFn, grade_fn: GradeFn, o
              num_samples: int, prompts_per_batch: int, key: jax.Array,
              prompt_fn: Callable[[dict], str] = lambda p: p["problem"], settings: Optional[dict] = None,
              metadata: Optional[dict] = None, num_bootstrap: int = 1000,
-             log: Callable[[str], None] = print) -> EvalResult:
+             log: Callable[[str], None] = print, summary_path=None) -> EvalResult:
   """Samples, grades and summarises; resumable (see the module docstring).
 
   Args:
@@ -356,13 +368,18 @@ def evaluate(problems: Sequence[dict], sample_fn: SampleFn, grade_fn: GradeFn, o
     metadata: extra JSON-able fields copied into ``summary.json`` (e.g. ``label``, ``dataset``).
     num_bootstrap: bootstrap resamples for the CIs (0 disables).
     log: progress callback (default ``print``).
+    summary_path: where the summary JSON goes (default ``<out_dir>/summary.json``; the trainer writes its
+      ``<workdir>/eval_<tag>.json`` next to the ``<workdir>/eval_<tag>/`` samples and counts).
 
   Returns:
-    ``EvalResult``.
+    ``EvalResult``; its summary (also written to ``summary_path``) is :func:`summarize`'s dict plus
+    ``settings``, ``metadata``'s fields, ``per_problem_correct`` (c per problem, in order), ``seconds`` (this
+    call) and response statistics (``mean_response_tokens``, ``truncated_share``, ``answered_share``).
 
   Raises:
     ValueError: bad arguments, or ``out_dir`` holds an evaluation with different settings.
   """
+  t_start = time.time()
   n = _positive_int("num_samples", num_samples)
   bsz = _positive_int("prompts_per_batch", prompts_per_batch)
   problems = _check_problems(problems)
@@ -411,9 +428,12 @@ def evaluate(problems: Sequence[dict], sample_fn: SampleFn, grade_fn: GradeFn, o
   write_counts(out_dir / COUNTS_FILE, records)
   summary = summarize(n_arr, c_arr, key_or_seed=0, num_bootstrap=num_bootstrap)
   summary.update({"settings": plan["settings"], "num_samples": n, **(metadata or {})})
+  summary["per_problem_correct"] = [int(x) for x in c_arr]   # the counts (also in counts.jsonl)
+  summary["seconds"] = time.time() - t_start
   lengths = _response_stats(samples_path)
   summary.update(lengths)
-  _atomic_write_lines(out_dir / SUMMARY_FILE, [json.dumps(summary, indent=2) + "\n"])
+  summary_path = out_dir / SUMMARY_FILE if summary_path is None else pathlib.Path(summary_path)
+  _atomic_write_lines(summary_path, [json.dumps(summary, indent=2) + "\n"])
   return EvalResult(num_samples=n_arr, num_correct=c_arr, summary=summary, out_dir=out_dir)
 
 
@@ -581,7 +601,7 @@ def _counts_from_samples(samples_path, problems, n):
 
 
 def _response_stats(samples_path) -> dict:
-  tokens, truncated = [], []
+  tokens, truncated, answered = [], [], []
   with open(samples_path, encoding="utf-8") as f:
     for line in f:
       rec = json.loads(line)
@@ -589,7 +609,10 @@ def _response_stats(samples_path) -> dict:
         tokens.append(rec["num_tokens"])
       if "truncated" in rec:
         truncated.append(rec["truncated"])
+      answered.append(rec.get("pred_answer") is not None)
   stats = {}
+  if any(answered):   # graders returning bare bools give no extracted answers
+    stats["answered_share"] = 100.0 * float(np.mean(answered))
   if tokens:
     stats["mean_response_tokens"] = float(np.mean(tokens))
   if truncated:

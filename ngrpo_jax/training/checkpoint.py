@@ -61,22 +61,63 @@ class Checkpointer:
   def all_steps(self) -> list:
     return list(self._manager.all_steps())
 
-  def restore_latest(self, like: state_lib.TrainState) -> tuple[Optional[state_lib.TrainState], dict]:
+  def latest_metadata(self) -> Optional[dict]:
+    """The JSON metadata (``config``, ``extra``, ``step``) of the latest checkpoint, or None (no arrays read)."""
+    step = self.latest_step()
+    if step is None:
+      return None
+    restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    return dict(restored["meta"])
+
+  def restore_latest(self, like: state_lib.TrainState,
+                     shardings=None) -> tuple[Optional[state_lib.TrainState], dict]:
     """(state, metadata) of the latest checkpoint, or (None, {}) when there is none.
 
     Args:
       like: a state with the same structure (e.g. freshly created); its arrays give shapes and dtypes.
+      shardings: optional pytree of ``jax.sharding.Sharding`` matching ``like`` (e.g.
+        ``sharding.train_state_shardings``): every array is read straight into its shards.
+
+    Raises:
+      ValueError: the checkpoint's arrays do not match ``like`` (names the first mismatching arrays).
     """
     step = self.latest_step()
     if step is None:
       return None, {}
-    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, _to_tree(like))
+    tree = _to_tree(like)
+    if shardings is None:
+      abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, tree)
+    else:
+      abstract = jax.tree_util.tree_map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree,
+                                        _to_tree(shardings))
+    self._check_shapes(step, abstract)
     restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
                                                                    meta=ocp.args.JsonRestore()))
     return _from_tree(restored["state"], like), dict(restored["meta"])
 
+  def _check_shapes(self, step: int, abstract) -> None:
+    """Compares the saved arrays' shapes with ``abstract`` and raises a ValueError naming the differences."""
+    try:
+      saved = self._manager.item_metadata(step)["state"]
+    except Exception:  # pylint: disable=broad-except  (no metadata: let orbax report)
+      return
+    if saved is None:
+      return
+    want = {_path(p): tuple(x.shape) for p, x in jax.tree_util.tree_flatten_with_path(abstract)[0]}
+    have = {_path(p): tuple(getattr(x, "shape", ())) for p, x in jax.tree_util.tree_flatten_with_path(saved)[0]}
+    diffs = [f"{k}: saved {have.get(k)} vs {want.get(k)}" for k in sorted(set(want) | set(have))
+             if want.get(k) != have.get(k)]
+    if diffs:
+      more = f" (and {len(diffs) - 5} more)" if len(diffs) > 5 else ""
+      raise ValueError(f"checkpoint {self.directory}/{step} does not match the train state to restore: "
+                       + "; ".join(diffs[:5]) + more)
+
   def close(self):
     self._manager.close()
+
+
+def _path(path) -> str:
+  return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
 
 def export_hf(path, model_config, policy_params, tokenizer=None):

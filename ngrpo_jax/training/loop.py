@@ -6,15 +6,29 @@ Everything a run does is a function of its :class:`ExperimentConfig` and its wor
   <workdir>/config.json           the resolved config
   <workdir>/metrics.jsonl, tb/    per-step metrics (console line too)
   <workdir>/checkpoints/          orbax train states (keep-last-N); a rerun resumes from the latest
-  <workdir>/eval_before.json      held-out evaluation of the warm-started policy
-  <workdir>/eval_after.json       the same after RL
+  <workdir>/eval_before.json      held-out evaluation of the warm-started policy (``evaluation.evaluate``'s
+                                  summary: pass@k for every k ≤ N, AUC, bootstrap CIs, never/always-solved
+                                  shares, per-problem counts — the format of ``experiments/evaluate.py``)
+  <workdir>/eval_before/          its samples.jsonl, counts.jsonl and plan.json (resumable)
+  <workdir>/eval_after.json, eval_after/   the same after RL
   <workdir>/summary.json          before / after, gains and the time per phase
   <workdir>/hf_export/            the final policy as a Hugging Face checkpoint (+ tokenizer)
+
+Sharding (``ExperimentConfig.mesh``, e.g. ``"data=2,fsdp=2,tensor=2"``; default None = one device): the
+train state is placed with ``sharding.train_state_shardings`` (params by the Qwen2 partition rules, the
+optimiser state following them), the update jits with explicit in/out shardings and donation, every
+rollout batch goes through ``sharding.shard_batch`` (rows over data × fsdp), and the sampler and the
+evaluation run on the sharded params. Multi-host (after ``sharding.initialize_distributed``): every process
+builds the same (deterministic) data and runs the same loop — ``shard_batch`` cuts each process's rows out of
+the global batch — orbax saves from every process, and only process 0 writes logs, metrics, evaluations,
+the summary and the HF export.
 """
 import ast
 import dataclasses
 import json
 import pathlib
+import shutil
+import tempfile
 import time
 import typing
 from typing import Any, Optional, Sequence
@@ -84,6 +98,7 @@ class EvalSpec:
 class ExperimentConfig:
   """A whole run.  ``algorithm`` names a preset of ``algorithms.PRESETS`` (or ``"ngrpo_ablation"`` with
   ``ablation`` switches); ``algorithm_overrides`` replaces fields of it (e.g. ``(("learning_rate", 1e-4),)``).
+  ``mesh`` is a ``sharding.make_mesh`` spec (``"data=2,fsdp=2,tensor=2"``; None: a single device).
   """
   name: str = "default"
   seed: int = 0
@@ -105,6 +120,7 @@ class ExperimentConfig:
   export_hf: bool = True
   tensorboard: bool = True
   time_budget_s: Optional[float] = None
+  mesh: Optional[str] = None
 
   def build_algorithm(self) -> algorithms_lib.Algorithm:
     if self.algorithm == "ngrpo_ablation":
@@ -235,7 +251,8 @@ def build_model(spec: ModelSpec, tokenizer, seed: int):
 
 
 def build_data(task: TaskSpec, tokenizer, seed: int) -> dict:
-  """Tokenized pools: ``sft`` (prompt_ids, completion_ids), ``rl`` and ``eval`` (prompt_ids, answer)."""
+  """Tokenized pools: ``sft`` (prompt_ids, completion_ids), ``rl`` (prompt_ids, answer) and ``eval``
+  (id, problem, prompt_ids, answer)."""
   from ngrpo_jax.data import prompts as prompts_lib  # pylint: disable=g-import-not-at-top
   from ngrpo_jax.data import synthetic  # pylint: disable=g-import-not-at-top
 
@@ -264,8 +281,9 @@ def build_data(task: TaskSpec, tokenizer, seed: int) -> dict:
     raise ValueError(f"task.kind must be 'synthetic' or 'jsonl', got {task.kind!r}")
   out["rl"] = [{"prompt_ids": prompt_ids(p["problem"]), "answer": str(p["answer"]),
                 "difficulty": p.get("difficulty")} for p in rl]
-  out["eval"] = [{"prompt_ids": prompt_ids(p["problem"]), "answer": str(p["answer"]),
-                  "difficulty": p.get("difficulty")} for p in ev]
+  out["eval"] = [{"id": str(p.get("id", f"eval-{i}")), "problem": p["problem"],
+                  "prompt_ids": prompt_ids(p["problem"]), "answer": str(p["answer"]),
+                  "difficulty": p.get("difficulty")} for i, p in enumerate(ev)]
   return out
 
 
@@ -288,37 +306,93 @@ def make_generate_fn(model_config, cfg: rollout_lib.RolloutConfig, eos_ids, pad_
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Evaluation.
+# Evaluation (one code path with experiments/evaluate.py: ngrpo_jax.evaluation).
 
 
-def evaluate(generate_fn, grade_fn, decode, params, problems, *, num_samples: int, batch_problems: int,
-             max_prompt_len: int, pad_id: int, key) -> dict:
-  """Held-out evaluation: ``num_samples`` responses per problem → pass@k for k = 1, 2, 4, …, num_samples,
-  the pass@k AUC (when num_samples is a power of two), and the shares of never / always solved problems.
+def eval_settings(cfg: ExperimentConfig, policy_step: int) -> dict:
+  """The sampling settings of a held-out evaluation (fingerprinted in its ``plan.json``)."""
+  return {"model": f"trainer policy at RL step {policy_step}", "policy_step": int(policy_step),
+          "dataset": _dataset_name(cfg.task), "template": cfg.task.template,
+          "temperature": cfg.eval.temperature, "top_p": cfg.eval.top_p, "top_k": cfg.rollout.top_k,
+          "max_new_tokens": cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens, "require_boxed": True,
+          "seed": cfg.seed}
+
+
+def _dataset_name(task: TaskSpec) -> str:
+  if task.kind == "synthetic":
+    return "synthetic"
+  path = pathlib.Path(str(task.eval_path))
+  return path.parent.name if path.stem in ("normalized", "test") and path.parent.name else path.stem
+
+
+def evaluate_heldout(params, model_config, tokenizer, problems: Sequence[dict], cfg: ExperimentConfig, out_dir, *,
+                     grade_fn, policy_step: int = 0, summary_path=None, metadata: Optional[dict] = None,
+                     eos_ids: Optional[Sequence[int]] = None, log=print):
+  """Held-out evaluation of a policy with the evaluation library (``experiments/evaluate.py``'s code path).
+
+  ``cfg.eval.num_samples`` = N responses per problem (``evaluation.make_policy_sample_fn``: sample j of
+  problem i uses PRNG stream i·N + j of ``PRNGKey(seed + 99)``; prompts left-padded to
+  ``rollout.max_prompt_len`` so one sampler compile serves every batch) → graded by ``grade_fn`` →
+  per-problem counts → ``evaluation.summarize``: unbiased pass@k for every k ≤ N, the Pass@k AUC
+  (NGRPO §5.1.2), bootstrap CIs, never / always-solved shares. Resumable per batch in ``out_dir``.
+
+  Args:
+    params: policy params (may be sharded); model_config: its ``Qwen2Config``; tokenizer: HF tokenizer.
+    problems: records with ``id``, ``problem``, ``answer`` (``build_data(...)["eval"]``).
+    cfg: the experiment config (``eval``, ``rollout.max_prompt_len`` / ``top_k``, ``task.template``, ``seed``).
+    out_dir: directory for samples.jsonl / counts.jsonl / plan.json.
+    grade_fn: ``evaluation.GradeFn`` ``(golds, responses) -> verdicts``.
+    policy_step: RL step of the policy (part of the settings fingerprint).
+    summary_path: where the summary JSON goes (default ``<out_dir>/summary.json``).
+    metadata: extra summary fields.
+    eos_ids: stop tokens (default the tokenizer's eos).
+
+  Returns:
+    ``evaluation.EvalResult``.
   """
-  counts, parse = [], []
-  t0 = time.perf_counter()
-  for start in range(0, len(problems), batch_problems):
-    chunk = problems[start:start + batch_problems]
-    real = len(chunk)
-    chunk = chunk + [chunk[-1]] * (batch_problems - real)          # fixed shape: one compile
-    ptoks, pmask = rollout_lib.left_pad([p["prompt_ids"] for p in chunk], max_prompt_len, pad_id)
-    samples = generate_fn(params, ptoks, pmask, jax.random.fold_in(key, start))
-    texts = [decode(samples.tokens[i, :samples.lengths[i]].tolist()) for i in range(real * num_samples)]
-    golds = [chunk[i // num_samples]["answer"] for i in range(len(texts))]
-    correct, parseable = grade_fn(texts, golds)
-    counts.append(np.asarray(correct).reshape(real, num_samples).sum(-1))
-    parse.append(np.asarray(parseable).mean())
-  c = np.concatenate(counts)
-  ks = [k for k in (2 ** i for i in range(20)) if k <= num_samples]
-  passk = {f"pass@{k}": float(np.mean(metrics_lib.pass_at_k(num_samples, c, k))) for k in ks}
-  out = {"num_problems": len(c), "num_samples": num_samples, **passk,
-         "never_solved": float(np.mean(c == 0)), "always_solved": float(np.mean(c == num_samples)),
-         "parseable_frac": float(np.mean(parse)), "seconds": time.perf_counter() - t0,
-         "per_problem_correct": c.tolist()}
-  if ks[-1] == num_samples and len(ks) > 1:
-    out["pass@k_auc"] = float(metrics_lib.pass_at_k_auc([passk[f"pass@{k}"] for k in ks], ks))
-  return out
+  from ngrpo_jax import evaluation  # pylint: disable=g-import-not-at-top
+  from ngrpo_jax.data import prompts as prompts_lib  # pylint: disable=g-import-not-at-top
+  ev = cfg.eval
+  settings = eval_settings(cfg, policy_step)
+  batch = min(ev.batch_problems, len(problems))
+  sample_fn = evaluation.make_policy_sample_fn(
+      params, model_config, tokenizer, num_samples=ev.num_samples, max_new_tokens=settings["max_new_tokens"],
+      temperature=ev.temperature, top_p=ev.top_p, top_k=cfg.rollout.top_k, pad_batch_to=batch,
+      pad_prompts_to=cfg.rollout.max_prompt_len,
+      stop_token_ids=tuple(eos_ids) if eos_ids is not None else (tokenizer.eos_token_id,))
+  return evaluation.evaluate(
+      problems, sample_fn, grade_fn, out_dir, num_samples=ev.num_samples, prompts_per_batch=batch,
+      key=jax.random.PRNGKey(cfg.seed + 99),
+      prompt_fn=lambda p: prompts_lib.format_prompt(p["problem"], tokenizer, cfg.task.template),
+      settings=settings, metadata=metadata, num_bootstrap=1000, log=log, summary_path=summary_path)
+
+
+def eval_headline(summary: dict) -> str:
+  """One console line of an evaluation summary (percentages)."""
+  pk, n = summary["pass_at_k"], summary["max_k"]
+  auc = "" if summary.get("auc") is None else f"  AUC {summary['auc']:.1f}"
+  return (f"pass@1 {pk['1']:.1f}%  pass@{n} {pk[str(n)]:.1f}%{auc}  never-solved "
+          f"{summary['never_solved_share']:.1f}%  always-solved {summary['always_solved_share']:.1f}%")
+
+
+def summary_gain(before: dict, after: dict) -> dict:
+  """after − before (percentage points) of pass@k for every k, the AUC and the never/always-solved shares."""
+  gain = {f"pass@{k}": after["pass_at_k"][k] - before["pass_at_k"][k] for k in before["pass_at_k"]
+          if k in after["pass_at_k"]}
+  for key in ("auc", "never_solved_share", "always_solved_share", "mean_accuracy"):
+    if before.get(key) is not None and after.get(key) is not None:
+      gain[key] = after[key] - before[key]
+  return gain
+
+
+def _eval_grade_fn(rollout_grade_fn):
+  """An ``evaluation.GradeFn`` from a rollout ``grade(responses, golds) -> (correct, parseable)``."""
+
+  def grade(golds, responses):
+    correct, _ = rollout_grade_fn(list(responses), list(golds))
+    return [bool(c) for c in np.asarray(correct)]
+
+  return grade
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -340,7 +414,86 @@ def validate_config(cfg: ExperimentConfig) -> algorithms_lib.Algorithm:
     raise ValueError("a model created from scratch needs a warm-start (sft.steps >= 1)")
   if algo.group_filter == "ngrpo" and cfg.rollout.format_reward < 0:
     raise ValueError("rollout.format_reward must be >= 0")
+  if cfg.mesh is not None:
+    from ngrpo_jax import sharding  # pylint: disable=g-import-not-at-top
+    sizes = sharding.parse_mesh_spec(cfg.mesh)
+    known = int(np.prod([v for v in sizes.values() if v != -1]))
+    n_dev = jax.device_count()
+    if -1 in sizes.values():
+      sizes = {k: (n_dev // known if v == -1 else v) for k, v in sizes.items()}
+    if int(np.prod(list(sizes.values()))) != n_dev:
+      raise ValueError(f"mesh={cfg.mesh!r} needs {int(np.prod(list(sizes.values())))} devices but "
+                       f"{n_dev} are available")
+    div = sizes["data"] * sizes["fsdp"]
+    if cfg.rollout.batch_rows % div:
+      raise ValueError(f"rollout.group_size * rollout.groups_per_batch = {cfg.rollout.batch_rows} must be "
+                       f"divisible by the mesh's data × fsdp = {div} (mesh={cfg.mesh!r})")
   return algo
+
+
+# Config entries that fix the shapes / structure of the checkpointed train state or of a rollout batch;
+# resuming with any of them changed is refused with a message naming them.
+_RESUME_KEYS = ("model", "rollout.group_size", "rollout.groups_per_batch", "rollout.max_prompt_len",
+                "rollout.max_new_tokens", "resolved_algorithm.use_critic", "resolved_algorithm.kl_coef>0",
+                "optim.max_grad_norm=None")
+
+
+def _resume_view(config: dict) -> dict:
+  """The ``_RESUME_KEYS`` entries of a saved / new ``config.json`` dict (flattened)."""
+  out = {}
+  for key in _RESUME_KEYS:
+    if key == "model":
+      for k, v in sorted((config.get("model") or {}).items()):
+        out[f"model.{k}"] = list(v) if isinstance(v, tuple) else v
+      continue
+    if key.endswith(">0"):
+      section, name = key[:-2].split(".")
+      out[key] = float((config.get(section) or {}).get(name) or 0.0) > 0
+    elif key.endswith("=None"):
+      section, name = key[:-5].split(".")
+      out[key] = (config.get(section) or {}).get(name) is None
+    else:
+      section, name = key.split(".")
+      out[key] = (config.get(section) or {}).get(name)
+  return out
+
+
+def check_resume_compatible(saved_config: dict, config: dict, where="") -> None:
+  """Raises a ValueError naming every shape-defining config entry (model sizes, batch shape, critic / KL
+  reference / gradient clipping, which change the train state's structure) that differs between a saved
+  run's config and the new one. Other entries (rl_steps, time budget, logging...) may change on resume."""
+  old, new = _resume_view(saved_config), _resume_view(config)
+  diffs = [f"{k}: {old.get(k)!r} → {new.get(k)!r}" for k in new if k in old and old[k] != new[k]]
+  if diffs:
+    raise ValueError(f"cannot resume {where}: the checkpoint was written with a different model / batch shape "
+                     f"(" + "; ".join(diffs) + "). Use a new --workdir, or the original settings.")
+
+
+class _NullWriter:
+  """Metrics writer of processes other than 0 (they write nothing)."""
+
+  def write(self, *args, **kwargs):
+    del args, kwargs
+
+  def close(self):
+    pass
+
+
+def place_train_state(state: state_lib.TrainState, model_config, mesh):
+  """(state on the mesh, its shardings) — ``sharding.train_state_shardings``; (state, None) without a mesh."""
+  if mesh is None:
+    return state, None
+  from ngrpo_jax import sharding  # pylint: disable=g-import-not-at-top
+  shardings = sharding.train_state_shardings(model_config, state, mesh)
+  return sharding.device_put_global(state, shardings), shardings
+
+
+def place_batch(batch: dict, mesh) -> dict:
+  """A rollout batch on the devices: rows split over data × fsdp (``sharding.shard_batch``) with a mesh."""
+  if mesh is None:
+    return {k: jnp.asarray(v) for k, v in batch.items()}
+  from ngrpo_jax import sharding  # pylint: disable=g-import-not-at-top
+  return sharding.shard_batch({k: np.asarray(v) for k, v in batch.items()}, mesh)
 
 
 def run(cfg: ExperimentConfig, workdir, *, log_stream=None, grade_fn=None) -> dict:
@@ -348,38 +501,56 @@ def run(cfg: ExperimentConfig, workdir, *, log_stream=None, grade_fn=None) -> di
 
   Args:
     cfg: the experiment config.
-    workdir: output directory; an existing checkpoint there is resumed (config must match in shape).
+    workdir: output directory; an existing checkpoint there is resumed (the model and batch shapes must
+      match, see ``check_resume_compatible``).
     log_stream: console stream (default stdout).
     grade_fn: optional ``grade(responses, golds) -> (correct, parseable)`` (default: the SymPy checker in
       worker processes).
   """
   import sys  # pylint: disable=g-import-not-at-top
+  from ngrpo_jax import evaluation  # pylint: disable=g-import-not-at-top
   from ngrpo_jax import grading  # pylint: disable=g-import-not-at-top
+  from ngrpo_jax import sharding  # pylint: disable=g-import-not-at-top
   from ngrpo_jax.data import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
 
   t_start = time.perf_counter()
+  main = sharding.is_main_process()
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   stream = log_stream if log_stream is not None else sys.stdout
   algo = validate_config(cfg)
   config_dict = {**to_dict(cfg), "resolved_algorithm": algo.describe()}
-  checkpoint_lib.write_json(workdir / "config.json", config_dict)
-  writer = logging_lib.MetricsWriter(workdir, tensorboard=cfg.tensorboard, stream=stream)
+  ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints", keep=cfg.keep_checkpoints)
+  saved = ckpt.latest_metadata()
+  if saved is not None:
+    check_resume_compatible(saved.get("config") or {}, json.loads(json.dumps(config_dict, default=str)),
+                            where=f"{ckpt.directory} (step {saved.get('step')})")
+  if main:
+    checkpoint_lib.write_json(workdir / "config.json", config_dict)
+  writer = logging_lib.MetricsWriter(workdir, tensorboard=cfg.tensorboard, stream=stream) if main \
+      else _NullWriter()
 
   def say(msg):
-    stream.write(msg + "\n")
-    stream.flush()
+    if main:
+      stream.write(msg + "\n")
+      stream.flush()
 
+  mesh = None
+  if cfg.mesh is not None:
+    mesh = sharding.make_mesh(cfg.mesh)
   say(f"[setup] experiment {cfg.name!r}: algorithm {algo.name} "
       f"(advantage={algo.advantage}{dict(algo.advantage_kwargs)}, filter={algo.group_filter}, "
       f"eps_pos={algo.eps_pos}, eps_neg={algo.eps_neg}, aggregation={algo.aggregation}, kl={algo.kl_coef}) "
-      f"→ {workdir}")
+      f"→ {workdir}" + (f"; mesh {sharding.mesh_sizes(mesh)} over {jax.device_count()} devices, "
+                        f"{jax.process_count()} process(es)" if mesh is not None else ""))
   if cfg.model.init_from:
     from ngrpo_jax import models  # pylint: disable=g-import-not-at-top
     tokenizer = models.load_tokenizer(cfg.model.init_from)
   else:
     tokenizer = tokenizer_lib.build_tokenizer()
   model_config, init_params = build_model(cfg.model, tokenizer, cfg.seed)
+  if mesh is not None:
+    sharding.validate_mesh_for_config(model_config, mesh)
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(init_params))
   data = build_data(cfg.task, tokenizer, cfg.seed)
   pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -395,6 +566,10 @@ def run(cfg: ExperimentConfig, workdir, *, log_stream=None, grade_fn=None) -> di
   if grade_fn is None:
     pool = grading.WorkerPool(cfg.grading_workers) if cfg.grading_workers > 0 else None
     grade_fn = rollout_lib.default_grade_fn(pool=pool) if pool is not None else _inprocess_grade_fn()
+    eval_grade = evaluation.CheckerGrader(require_boxed=True, pool=pool) if pool is not None \
+        else _eval_grade_fn(grade_fn)
+  else:
+    eval_grade = _eval_grade_fn(grade_fn)
 
   peak_lr = cfg.optim.learning_rate or algo.learning_rate
   optim_cfg = dataclasses.replace(cfg.optim, total_steps=max(
@@ -404,15 +579,21 @@ def run(cfg: ExperimentConfig, workdir, *, log_stream=None, grade_fn=None) -> di
   if algo.use_critic:
     from ngrpo_jax import models  # pylint: disable=g-import-not-at-top
     value_params = models.init_value_head(model_config, jax.random.PRNGKey(cfg.seed + 17))
-  ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints", keep=cfg.keep_checkpoints)
   timings = {}
 
   # Resume or warm-start.
   template = state_lib.create_train_state(init_params, optimizer, jax.random.PRNGKey(cfg.seed),
                                           value_params=value_params, keep_reference=algo.kl_coef > 0)
-  state, meta = ckpt.restore_latest(template)
+  state_sh = None if mesh is None else sharding.train_state_shardings(model_config, template, mesh)
+  state, meta = ckpt.restore_latest(template, shardings=state_sh)
+  del template
   if state is not None:
-    say(f"[resume] restored step {int(state.step)} from {ckpt.directory}")
+    done = int(state.step)
+    if done >= cfg.rl_steps and (workdir / "eval_after.json").exists():
+      say(f"[resume] {workdir} has already finished ({done}/{cfg.rl_steps} RL steps, checkpoint "
+          f"{ckpt.directory}/{done}); re-using its evaluations (raise --rl_steps to train further)")
+    else:
+      say(f"[resume] restored step {done} from {ckpt.directory}; continuing to step {cfg.rl_steps}")
     timings.update(meta.get("extra", {}).get("timings", {}))
   else:
     policy = init_params
@@ -428,26 +609,32 @@ def run(cfg: ExperimentConfig, workdir, *, log_stream=None, grade_fn=None) -> di
           f"{sft_summary['seconds']:.1f}s ({sft_summary['tokens_per_sec']:.0f} tokens/s)")
     state = state_lib.create_train_state(policy, optimizer, jax.random.PRNGKey(cfg.seed),
                                          value_params=value_params, keep_reference=algo.kl_coef > 0)
-    del template
+    state, _ = place_train_state(state, model_config, mesh)
     ckpt.save(state, config_dict, extra={"timings": timings})
-
-  eval_new = cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens
-  eval_gen = make_generate_fn(model_config, cfg.rollout, eos_ids, pad_id, num_samples=cfg.eval.num_samples,
-                              temperature=cfg.eval.temperature, top_p=cfg.eval.top_p, max_new_tokens=eval_new)
 
   def run_eval(params, tag):
     path = workdir / f"eval_{tag}.json"
+    step = int(state.step)
     if path.exists():
-      return json.loads(path.read_text())
-    res = evaluate(eval_gen, grade_fn, decode, params, data["eval"], num_samples=cfg.eval.num_samples,
-                   batch_problems=min(cfg.eval.batch_problems, len(data["eval"])),
-                   max_prompt_len=cfg.rollout.max_prompt_len, pad_id=pad_id,
-                   key=jax.random.PRNGKey(cfg.seed + 99))
-    checkpoint_lib.write_json(path, res)
+      res = json.loads(path.read_text())
+      if (res.get("settings") or {}).get("policy_step") == step and "pass_at_k" in res:
+        return res
+    out_dir = workdir / f"eval_{tag}"
+    plan = out_dir / evaluation.PLAN_FILE
+    if plan.exists() and (json.loads(plan.read_text()).get("settings") or {}).get("policy_step") != step:
+      if main:
+        shutil.rmtree(out_dir)    # an evaluation of an older policy (the run was extended)
+    if not main:                  # every process samples (collectives); only process 0 writes
+      out_dir = pathlib.Path(tempfile.mkdtemp(prefix=f"eval_{tag}_p{jax.process_index()}_"))
+    result = evaluate_heldout(params, model_config, tokenizer, data["eval"], cfg, out_dir, grade_fn=eval_grade,
+                              policy_step=step, summary_path=path if main else None, eos_ids=eos_ids,
+                              metadata={"label": f"{cfg.name} ({tag} RL)", "tag": tag},
+                              log=lambda msg: say(f"[eval:{tag}] {msg}"))
+    if not main:
+      shutil.rmtree(out_dir, ignore_errors=True)
+    res = result.summary
     timings[f"eval_{tag}"] = res["seconds"]
-    say(f"[eval:{tag}] pass@1 {res['pass@1']:.3f}  pass@{cfg.eval.num_samples} "
-        f"{res[f'pass@{cfg.eval.num_samples}']:.3f}  never {res['never_solved']:.2f}  always "
-        f"{res['always_solved']:.2f}  ({res['seconds']:.1f}s)")
+    say(f"[eval:{tag}] {eval_headline(res)}  ({res['seconds']:.1f}s)")
     return res
 
   before = run_eval(state.params["policy"], "before")
@@ -457,14 +644,17 @@ def run(cfg: ExperimentConfig, workdir, *, log_stream=None, grade_fn=None) -> di
   fns = rollout_lib.RolloutFns(generate=make_generate_fn(model_config, cfg.rollout, eos_ids, pad_id),
                                score=update_lib.make_scorer(model_config, cfg.update), decode=decode,
                                grade=grade_fn)
-  train_step = update_lib.make_train_step(model_config, algo, cfg.update, optimizer, schedule)
+  train_step = update_lib.make_train_step(model_config, algo, cfg.update, optimizer, schedule, mesh=mesh,
+                                          state_shardings=state_sh)
   grad_norms = update_lib.make_group_grad_norms(model_config, algo, cfg.update) \
       if cfg.group_grad_norm_every > 0 else None
   t_rl = time.perf_counter()
   rl_time = timings.get("rl", 0.0)
   phase_time = {k: timings.get(k, 0.0) for k in ("rl_sampling", "rl_grading", "rl_update", "rl_scoring")}
-  say(f"[rl] {algo.name}: {cfg.rl_steps} steps × {cfg.rollout.groups_per_batch} prompts × G={cfg.rollout.group_size}, "
-      f"lr {peak_lr}, {cfg.update.ppo_epochs} epoch(s) × {cfg.update.num_minibatches} minibatch(es)")
+  if int(state.step) < cfg.rl_steps:
+    say(f"[rl] {algo.name}: {cfg.rl_steps} steps × {cfg.rollout.groups_per_batch} prompts × "
+        f"G={cfg.rollout.group_size}, lr {peak_lr}, {cfg.update.ppo_epochs} epoch(s) × "
+        f"{cfg.update.num_minibatches} minibatch(es)")
   while int(state.step) < cfg.rl_steps:
     if cfg.time_budget_s is not None and time.perf_counter() - t_start > cfg.time_budget_s:
       say(f"[rl] time budget {cfg.time_budget_s}s reached at step {int(state.step)}; stopping RL early")
@@ -476,10 +666,11 @@ def run(cfg: ExperimentConfig, workdir, *, log_stream=None, grade_fn=None) -> di
         fns, algo, cfg.rollout, stream_rl, int(state.data_position), sample_key,
         policy_params=state.params["policy"], ref_params=state.ref_params,
         value_params=state.params.get("value"), pad_id=pad_id, eos_ids=eos_ids, format_token_ids=format_ids)
-    jbatch = {k: jnp.asarray(v) for k, v in batch.items()}
+    jbatch = place_batch(batch, mesh)
     if grad_norms is not None and step % cfg.group_grad_norm_every == 0:
       m.update(jax.device_get(grad_norms(state.params, jbatch)))
-    state = state.replace(rng=next_rng, data_position=jnp.asarray(position, jnp.int32))
+    state = state.replace(rng=_like(next_rng, state.rng),
+                          data_position=_like(jnp.asarray(position, jnp.int32), state.data_position))
     t1 = time.perf_counter()
     state, um = train_step(state, jbatch)
     um = jax.device_get(um)
@@ -500,24 +691,39 @@ def run(cfg: ExperimentConfig, workdir, *, log_stream=None, grade_fn=None) -> di
 
   after = run_eval(state.params["policy"], "after")
   if cfg.export_hf:
-    checkpoint_lib.export_hf(workdir / "hf_export", model_config, state.params["policy"], tokenizer)
+    policy = sharding.gather_to_host(state.params["policy"])    # a collective on several processes
+    if main:
+      checkpoint_lib.export_hf(workdir / "hf_export", model_config, policy, tokenizer)
+  drop = ("per_problem_correct", "settings", "auc_definition", "label", "tag")
   summary = {
       "algorithm": algo.describe(), "rl_steps_done": int(state.step), "params_millions": n_params / 1e6,
-      "before": {k: v for k, v in before.items() if k != "per_problem_correct"},
-      "after": {k: v for k, v in after.items() if k != "per_problem_correct"},
-      "gain": {k: after[k] - before[k] for k in before if k.startswith("pass@") or k.endswith("_solved")},
+      "mesh": None if mesh is None else sharding.mesh_sizes(mesh),
+      "before": {k: v for k, v in before.items() if k not in drop},
+      "after": {k: v for k, v in after.items() if k not in drop},
+      "gain": summary_gain(before, after),
       "timings_s": {**timings, "total_this_invocation": time.perf_counter() - t_start},
   }
-  checkpoint_lib.write_json(workdir / "summary.json", summary)
-  say(f"[done] pass@1 {before['pass@1']:.3f} → {after['pass@1']:.3f}; "
-      f"pass@{cfg.eval.num_samples} {before[f'pass@{cfg.eval.num_samples}']:.3f} → "
-      f"{after[f'pass@{cfg.eval.num_samples}']:.3f}; never-solved {before['never_solved']:.2f} → "
-      f"{after['never_solved']:.2f}; times " + ", ".join(f"{k} {v:.0f}s" for k, v in summary["timings_s"].items()))
+  if main:
+    checkpoint_lib.write_json(workdir / "summary.json", summary)
+  n = after["max_k"]
+  say(f"[done] pass@1 {before['pass_at_k']['1']:.1f}% → {after['pass_at_k']['1']:.1f}%; "
+      f"pass@{n} {before['pass_at_k'][str(n)]:.1f}% → {after['pass_at_k'][str(n)]:.1f}%; never-solved "
+      f"{before['never_solved_share']:.1f}% → {after['never_solved_share']:.1f}%; times "
+      + ", ".join(f"{k} {v:.0f}s" for k, v in summary["timings_s"].items()))
   writer.close()
   ckpt.close()
   if pool is not None:
     pool.close()
   return summary
+
+
+def _like(value, like):
+  """``value`` with the sharding of ``like`` (a replicated scalar of a sharded state stays replicated)."""
+  sh = getattr(like, "sharding", None)
+  if sh is None or jax.process_count() == 1 and len(sh.device_set) == 1:
+    return value
+  from ngrpo_jax import sharding  # pylint: disable=g-import-not-at-top
+  return sharding.device_put_global(np.asarray(jax.device_get(value)), sh)
 
 
 def _inprocess_grade_fn():

@@ -188,8 +188,13 @@ _ADDITIVE = ("loss", "pg_loss", "entropy", "kl_ref", "value_loss")
 
 def make_train_step(model_config, algo: algorithms_lib.Algorithm, cfg: UpdateConfig,
                     optimizer: optax.GradientTransformation, schedule: Optional[optax.Schedule] = None, *,
-                    jit: bool = True) -> Callable[[state_lib.TrainState, dict], tuple]:
+                    jit: bool = True, mesh=None, state_shardings=None) -> Callable[[state_lib.TrainState, dict], tuple]:
   """Builds ``train_step(state, batch) -> (state, metrics)`` (pure; jitted unless ``jit=False``).
+
+  Sharded (``mesh`` given): jitted with explicit ``in_shardings = (state_shardings, rows over data × fsdp)``
+  and ``out_shardings = (state_shardings, replicated metrics)``, the state donated; ``state_shardings`` is
+  ``sharding.train_state_shardings(model_config, state, mesh)`` and the batch should be placed with
+  ``sharding.shard_batch``. GSPMD inserts the collectives; the result equals the single-device step.
 
   The batch's row count must be divisible by ``num_minibatches * num_microbatches``.  The minibatch
   shuffle uses a key folded from ``state.rng`` (the loop advances ``state.rng`` every step), so a step is a
@@ -252,7 +257,17 @@ def make_train_step(model_config, algo: algorithms_lib.Algorithm, cfg: UpdateCon
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     return new_state, metrics
 
-  return jax.jit(train_step, donate_argnums=(0,)) if jit else train_step
+  if not jit:
+    return train_step
+  if mesh is None:
+    return jax.jit(train_step, donate_argnums=(0,))
+  if state_shardings is None:
+    raise ValueError("make_train_step(mesh=...) needs state_shardings (sharding.train_state_shardings)")
+  from ngrpo_jax import sharding  # pylint: disable=g-import-not-at-top
+  rows = jax.sharding.NamedSharding(mesh, sharding.batch_spec(1))   # a prefix: leading dim of every leaf
+  rep = sharding.replicated(mesh)
+  return jax.jit(train_step, in_shardings=(state_shardings, rows), out_shardings=(state_shardings, rep),
+                 donate_argnums=(0,))
 
 
 def make_group_grad_norms(model_config, algo: algorithms_lib.Algorithm, cfg: UpdateConfig, *,
