@@ -4,8 +4,10 @@
 times along the batch (a group of G responses per prompt without recomputing the prompt), then one jitted
 ``lax.while_loop`` decode loop over a preallocated, donated cache that stops as soon as every row finished.
 The whole loop stays on device: no host round trip per token. Each decode step is ``qwen2.forward`` on one
-token per row with the cache; the model carries the stacked cache through its layer scan and writes only the
-new slot, so with the cache donated it is updated in place (no copy of the cache per step).
+token per row with the cache, unrolled over layers with per-layer cache buffers (``qwen2.unstack_cache``)
+and, for small models, per-layer weights sliced once before the loop (``qwen2.unstack_layers``): each layer
+attends its own buffer and writes only the new slot, so with the cache donated it is updated in place (no
+per-step copy of the cache or of a layer's keys / weights, which XLA:CPU makes for slices of stacked arrays).
 
 Sampling distribution (the order of transformers' ``generate`` warpers)::
 
@@ -333,6 +335,12 @@ class _Static:
   use_top_p: bool
   use_min_p: bool
   sampling_logprobs: bool
+  slice_weights_once: bool = True
+
+
+# Layer weights up to this size are sliced per layer once per decode (a temporary copy); larger models slice
+# inside the step (per-step copies, but no second copy of the weights in memory).
+_SLICE_WEIGHTS_ONCE_MAX_BYTES = 64 << 20
 
 
 @functools.partial(jax.jit, static_argnames=("config", "cache_len", "num_samples"))
@@ -347,7 +355,7 @@ def _prefill(params, tokens, mask, *, config, cache_len, num_samples):
     rep = lambda x, axis: jnp.repeat(x, num_samples, axis=axis, total_repeat_length=x.shape[axis] * num_samples)
     cache = cache.replace(k=rep(cache.k, 1), v=rep(cache.v, 1), mask=rep(cache.mask, 0))
     logits = rep(logits, 0)
-  return cache, logits
+  return qwen2.unstack_cache(cache), logits
 
 
 def _log_softmax_at(logits, tok):
@@ -390,10 +398,15 @@ def _decode(params, cache, logits, keys, max_new_tokens, temperature, top_p, min
     step, _, _, done, _, _, _ = s
     return (step < max_new_tokens) & ~jnp.all(done)
 
+  # Per-layer weights for the unrolled decode step, sliced once here rather than copied every step; this
+  # costs one extra copy of the layer weights, so only below a size limit (``_Static.slice_weights_once``).
+  if static.slice_weights_once:
+    params = qwen2.unstack_layers(params)
+
   def body(s):
     step, tok, bufs, done, stopped, lengths, cache = s
-    # One token per row through the model; finished rows write a masked slot. The cache is donated and
-    # carried through the model's layer scan, so only the new slot is written (in place).
+    # One token per row through the model; finished rows write a masked slot into the donated per-layer
+    # cache buffers (in place: only the new slot is written).
     logits, cache = qwen2.forward(params, config, tok[:, None], attention_mask=~done[:, None], cache=cache)
     logits = logits[:, 0]
     tok, bufs, done, stopped, live = emit(step, logits, bufs, done, stopped)
@@ -512,8 +525,10 @@ def generate(params, config: qwen2.Qwen2Config, prompt_tokens, prompt_mask, key:
 
   cache, logits = _prefill(params, jnp.asarray(tokens), jnp.asarray(mask), config=config,
                            cache_len=p_bucket + gen_len, num_samples=int(num_samples))
+  layer_bytes = sum(x.size * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(params["layers"]))
   static = _Static(config=config, gen_len=gen_len, greedy=greedy, top_k=int(top_k), use_top_p=top_p < 1.0,
-                   use_min_p=min_p > 0.0, sampling_logprobs=bool(return_sampling_logprobs))
+                   use_min_p=min_p > 0.0, sampling_logprobs=bool(return_sampling_logprobs),
+                   slice_weights_once=layer_bytes <= _SLICE_WEIGHTS_ONCE_MAX_BYTES)
   keys = row_keys(key, stream_ids)
   (toks, lps, slps), lengths, stopped, _ = _decode(
       params, cache, logits, keys, jnp.int32(max_new_tokens), jnp.float32(temperature if not greedy else 1.0),

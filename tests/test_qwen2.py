@@ -108,6 +108,28 @@ def test_default_positions_with_cache_count_real_tokens():
   np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_per_layer_cache_and_weights_match_the_stacked_scan():
+  """The unrolled decode path (per-layer cache buffers, per-layer weights) gives the scan path's logits and
+  cache, and stack_cache inverts unstack_cache."""
+  config = qwen2.Qwen2Config(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=3,
+                             num_attention_heads=4, num_key_value_heads=2)
+  params = qwen2.init_params(config, jax.random.key(1))
+  tokens = jnp.array([[0, 3, 5, 6], [1, 2, 3, 4]], jnp.int32)
+  mask = jnp.array([[0, 1, 1, 1], [1, 1, 1, 1]])
+  _, stacked = qwen2.forward(params, config, tokens, attention_mask=mask, cache=qwen2.init_cache(config, 2, 7))
+  layered = qwen2.unstack_cache(stacked)
+  assert layered.per_layer and len(layered.k) == 3 and layered.k[0].shape == stacked.k.shape[1:]
+  step = jnp.array([[7], [9]], jnp.int32)
+  ref, ref_cache = qwen2.forward(params, config, step, cache=stacked)
+  for p in (params, qwen2.unstack_layers(params)):
+    got, got_cache = qwen2.forward(p, config, step, cache=layered)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(qwen2.stack_cache(got_cache).k), np.asarray(ref_cache.k), rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(got_cache.mask), np.asarray(ref_cache.mask))
+  unrolled, _ = qwen2.forward(params, config, step, cache=stacked, unroll_layers=True)
+  np.testing.assert_allclose(np.asarray(unrolled), np.asarray(ref), rtol=1e-5, atol=1e-6)
+
+
 def test_eval_shape_param_counts():
   """Param counts of the real configs (config values copied from the Hub's config.json files) match transformers."""
   import transformers

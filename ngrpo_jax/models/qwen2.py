@@ -352,7 +352,15 @@ def _attention(p, config, x, cos, sin, allowed, kv=None, layer=None, write_at=No
   q = apply_rotary(q, cos, sin)
   k = apply_rotary(k, cos, sin).transpose(0, 2, 1, 3)  # [B, K, T, hd]
   v = v.transpose(0, 2, 1, 3)
-  if kv is not None:
+  if kv is not None and layer is None:
+    # This layer's own buffers [B, K, S, hd] (a per-layer cache): attended directly, no slicing.
+    cache_k, cache_v = kv
+    at = (0, 0, write_at, 0)
+    cache_k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), at)
+    cache_v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), at)
+    kv = (cache_k, cache_v)
+    k, v = cache_k.astype(dtype), cache_v.astype(dtype)
+  elif kv is not None:
     cache_k, cache_v = kv
     at = (layer, 0, 0, write_at, 0)
     cache_k = jax.lax.dynamic_update_slice(cache_k, k[None].astype(cache_k.dtype), at)
@@ -408,7 +416,41 @@ class KVCache:
 
   @property
   def max_len(self) -> int:
-    return self.k.shape[3]
+    return self.mask.shape[1]
+
+  @property
+  def per_layer(self) -> bool:
+    """True when k / v are tuples of L per-layer arrays [B, K, S, hd] (``unstack_cache``)."""
+    return isinstance(self.k, (tuple, list))
+
+
+def unstack_cache(cache: KVCache) -> KVCache:
+  """The same cache with k / v as tuples of L per-layer arrays [B, K, S, hd].
+
+  A decode loop that carries per-layer buffers attends each layer's keys in place, whereas the stacked
+  [L, ...] layout makes XLA:CPU copy the layer's slice before every attention matmul. ``stack_cache`` undoes it.
+  """
+  if cache.per_layer:
+    return cache
+  split = lambda x: tuple(x[i] for i in range(x.shape[0]))
+  return cache.replace(k=split(cache.k), v=split(cache.v))
+
+
+def stack_cache(cache: KVCache) -> KVCache:
+  """Inverse of ``unstack_cache``: k / v as stacked [L, B, K, S, hd] arrays."""
+  if not cache.per_layer:
+    return cache
+  return cache.replace(k=jnp.stack(cache.k), v=jnp.stack(cache.v))
+
+
+def unstack_layers(params: dict) -> dict:
+  """params with ``params["layers"]`` as a tuple of L per-layer dicts (for an unrolled decode step; slicing
+  the stacked weights once outside a decode loop avoids a per-step copy of each layer's weights)."""
+  layers = params["layers"]
+  if isinstance(layers, (tuple, list)):
+    return params
+  num = jax.tree.leaves(layers)[0].shape[0]
+  return {**params, "layers": tuple(jax.tree.map(lambda x, i=i: x[i], layers) for i in range(num))}
 
 
 def init_cache(config: Qwen2Config, batch_size: int, max_len: int, dtype=None) -> KVCache:
@@ -426,7 +468,7 @@ def init_cache(config: Qwen2Config, batch_size: int, max_len: int, dtype=None) -
 
 
 def hidden_states(params: dict, config: Qwen2Config, tokens: jax.Array, *, attention_mask=None, positions=None,
-                  cache: Optional[KVCache] = None):
+                  cache: Optional[KVCache] = None, unroll_layers: bool = False):
   """Final-normed hidden states of the decoder.
 
   Args:
@@ -441,6 +483,10 @@ def hidden_states(params: dict, config: Qwen2Config, tokens: jax.Array, *, atten
       clamp the write otherwise). The stacked cache is carried through the layer scan and only the new
       slots are written, so under ``jax.jit(..., donate_argnames="cache")`` it is updated in place (no copy
       of the cache per call; this is the sampler's decode step).
+    unroll_layers: static; with a cache, run the layers as a Python loop (static layer index) instead of a
+      ``lax.scan``. Same result; for small models XLA:CPU's per-iteration loop overhead and the per-layer
+      dynamic slices of the stacked weights dominate a one-token decode step, and unrolling removes both
+      (at the cost of compiling L layer bodies). Ignored without a cache (training keeps the scan).
 
   Returns:
     (hidden [B, T, D] in ``config.dtype``, the updated cache or None).
@@ -468,8 +514,8 @@ def hidden_states(params: dict, config: Qwen2Config, tokens: jax.Array, *, atten
     allowed = causal[None] & mask[:, None, :]
     write_at = None
   else:
-    if cache.k.shape[1] != B:
-      raise ValueError(f"cache batch size {cache.k.shape[1]} != tokens batch size {B}")
+    if cache.mask.shape[0] != B:
+      raise ValueError(f"cache batch size {cache.mask.shape[0]} != tokens batch size {B}")
     if T > cache.max_len:
       raise ValueError(f"T={T} tokens do not fit a cache of max_len={cache.max_len}")
     write_at = cache.end
@@ -497,7 +543,23 @@ def hidden_states(params: dict, config: Qwen2Config, tokens: jax.Array, *, atten
 
   if config.remat:
     body = jax.checkpoint(body)
-  carry, _ = jax.lax.scan(body, carry, xs)
+  per_layer_params = isinstance(params["layers"], (tuple, list))
+  if cache is not None and (unroll_layers or per_layer_params or cache.per_layer):
+    h, cache_k, cache_v = carry
+    if cache.per_layer:
+      cache_k, cache_v = list(cache_k), list(cache_v)
+    for i in range(config.num_hidden_layers):
+      lp = params["layers"][i] if per_layer_params else jax.tree.map(lambda x, i=i: x[i], params["layers"])
+      if cache.per_layer:
+        h, (cache_k[i], cache_v[i]) = _decoder_layer(lp, config, h, cos, sin, allowed, (cache_k[i], cache_v[i]),
+                                                     None, write_at)
+      else:
+        h, (cache_k, cache_v) = _decoder_layer(lp, config, h, cos, sin, allowed, (cache_k, cache_v), i, write_at)
+    carry = (h, tuple(cache_k) if cache.per_layer else cache_k, tuple(cache_v) if cache.per_layer else cache_v)
+  elif per_layer_params:
+    raise ValueError("per-layer params (unstack_layers) are only supported with a cache")
+  else:
+    carry, _ = jax.lax.scan(body, carry, xs)
   if cache is None:
     h = carry
   else:
@@ -521,10 +583,10 @@ def lm_logits(params: dict, config: Qwen2Config, hidden: jax.Array) -> jax.Array
 
 
 def forward(params: dict, config: Qwen2Config, tokens: jax.Array, *, attention_mask=None, positions=None,
-            cache: Optional[KVCache] = None):
+            cache: Optional[KVCache] = None, unroll_layers: bool = False):
   """Logits of the causal LM: (logits f32[B, T, V], cache). Arguments as in ``hidden_states``."""
   h, cache = hidden_states(params, config, tokens, attention_mask=attention_mask, positions=positions,
-                           cache=cache)
+                           cache=cache, unroll_layers=unroll_layers)
   return lm_logits(params, config, h), cache
 
 
