@@ -118,7 +118,8 @@ def test_per_layer_cache_and_weights_match_the_stacked_scan():
   mask = jnp.array([[0, 1, 1, 1], [1, 1, 1, 1]])
   _, stacked = qwen2.forward(params, config, tokens, attention_mask=mask, cache=qwen2.init_cache(config, 2, 7))
   layered = qwen2.unstack_cache(stacked)
-  assert layered.per_layer and len(layered.k) == 3 and layered.k[0].shape == stacked.k.shape[1:]
+  assert layered.per_layer and len(layered.k) == 3 and layered.k[0].shape == (2, 2, 4, 7)
+  assert layered.v[0].shape == stacked.v.shape[1:]
   step = jnp.array([[7], [9]], jnp.int32)
   ref, ref_cache = qwen2.forward(params, config, step, cache=stacked)
   for p in (params, qwen2.unstack_layers(params)):
