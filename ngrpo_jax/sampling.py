@@ -95,8 +95,31 @@ def _first_true(x: jax.Array) -> jax.Array:
   return jnp.sum(~x, axis=-1)
 
 
+# Vocabularies up to this size use ``top_p_threshold``'s bit bisection (cheap full passes) instead of top_k.
+_BIT_BISECTION_MAX_VOCAB = 2048
+
+
+def _top_p_threshold_bits(w: jax.Array, target: jax.Array) -> jax.Array:
+  """t* = max{t : Σ_v w_v·1(w_v >= t) >= target} by bisection on the float32 bit patterns.
+
+  For w >= 0 the int32 bit pattern is monotone in the value, so a bisection over integers with the
+  invariant f(lo) and not f(hi) ends (hi = lo + 1) after ceil(log2(hi - lo)) <= 31 steps at lo = the bits of
+  t* (f changes between lo and lo + 1 only if some w_v equals lo). Each step is one fused pass over [N, V];
+  the steps are unrolled (no loop). w: f32[N, V] finite, >= 0; target: f32[N] in (0, Σ w]. Returns f32[N].
+  """
+  lo = jnp.zeros(w.shape[:1], jnp.int32)  # f(0) = [Σ w >= target]: true
+  hi = jax.lax.bitcast_convert_type(jnp.max(w, axis=-1), jnp.int32) + 1  # nothing >= hi: f false
+  for _ in range(31):  # hi - lo <= bits(max finite float32) + 1 < 2^31
+    mid = lo + (hi - lo) // 2
+    t = jax.lax.bitcast_convert_type(mid, jnp.float32)
+    ok = jnp.sum(jnp.where(w >= t[:, None], w, 0.0), axis=-1) >= target
+    lo = jnp.where(ok, mid, lo)
+    hi = jnp.where(ok, hi, mid)
+  return jax.lax.bitcast_convert_type(lo, jnp.float32)
+
+
 def top_p_threshold(weights: jax.Array, top_p, *, num_candidates: int = 64, bracket_size: int = 128,
-                    max_bisection_steps: int = 64) -> jax.Array:
+                    max_bisection_steps: int = 64, method: str = "auto") -> jax.Array:
   """Exact nucleus threshold without sorting the vocabulary.
 
   For non-negative weights w (unnormalised probabilities) of a row with total mass Z, let
@@ -116,12 +139,17 @@ def top_p_threshold(weights: jax.Array, top_p, *, num_candidates: int = 64, brac
   Exact up to float32 rounding of the mass sums (a boundary whose cumulative mass is within ~1e-6 of
   top_p·Z may resolve either way, as for any float implementation).
 
+  ``method="bits"`` instead bisects t directly over the float32 bit patterns (31 unrolled passes over
+  [N, V], no ``top_k``): exact as well, and faster for small vocabularies where XLA:CPU's ``top_k`` costs
+  far more than a pass. ``"auto"`` (default) uses it when V <= 2048, the candidate algorithm otherwise.
+
   Args:
     weights: f32[N, V] non-negative, at least one positive per row.
     top_p: scalar or f32[N] in (0, 1] (may be traced).
     num_candidates: static size of the fast candidate set.
     bracket_size: static size of the final exact extraction.
     max_bisection_steps: static cap on bisection steps (float bisection needs < 64 even for denormals).
+    method: static, "auto" | "candidates" | "bits" (see above).
 
   Returns:
     f32[N, 1] threshold t*; keep(v) = weights_v >= t*.
@@ -133,6 +161,10 @@ def top_p_threshold(weights: jax.Array, top_p, *, num_candidates: int = 64, brac
   kb = min(bracket_size, v)
   total = jnp.sum(w, axis=-1)
   target = jnp.broadcast_to(jnp.asarray(top_p, jnp.float32), (n,)) * total  # [N]
+  if method not in ("auto", "candidates", "bits"):
+    raise ValueError(f"method must be 'auto', 'candidates' or 'bits', got {method!r}")
+  if method == "bits" or (method == "auto" and v <= _BIT_BISECTION_MAX_VOCAB):
+    return jnp.where(target >= total, 0.0, _top_p_threshold_bits(w, target))[:, None]
 
   cand = jax.lax.top_k(w, kc)[0]  # [N, kc] descending
   csum = jnp.cumsum(cand, axis=-1)

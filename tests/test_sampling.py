@@ -1,4 +1,5 @@
 """Tests of ngrpo_jax.sampling against numpy references and transformers' generate."""
+import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -78,14 +79,15 @@ def _mass_far_from_boundary(p, top_p, tol=2e-6):
   return (np.abs(before - top_p) > tol) & (np.abs(csum[rows, k] - top_p) > tol)
 
 
+@pytest.mark.parametrize("method", ["candidates", "bits"])
 @pytest.mark.parametrize("top_p", [0.05, 0.5, 0.9, 0.95, 0.999, 1.0])
-def test_top_p_threshold_matches_sort_reference(top_p):
+def test_top_p_threshold_matches_sort_reference(top_p, method):
   rng = np.random.RandomState(0)
   v = 3000
   scales = np.array([0.02, 0.5, 1.0, 3.0, 8.0, 20.0])  # near-uniform (bisection path) ... peaked (fast path)
   logits = rng.randn(len(scales) * 4, v) * np.repeat(scales, 4)[:, None]
   w = np.exp(logits - logits.max(-1, keepdims=True)).astype(np.float32)
-  thr = np.asarray(jax.jit(sampling.top_p_threshold)(jnp.asarray(w), top_p))
+  thr = np.asarray(jax.jit(functools.partial(sampling.top_p_threshold, method=method))(jnp.asarray(w), top_p))
   keep = w >= thr
   ref = _np_top_p_keep(w.astype(np.float64), top_p)
   if top_p == 1.0:
@@ -96,7 +98,8 @@ def test_top_p_threshold_matches_sort_reference(top_p):
   np.testing.assert_array_equal(keep[rows], ref[rows])
 
 
-def test_top_p_threshold_ties_and_minimal_set():
+@pytest.mark.parametrize("method", ["candidates", "bits"])
+def test_top_p_threshold_ties_and_minimal_set(method):
   # Dyadic probabilities: float32 sums are exact, so ties at the boundary are decided exactly.
   v = 1024
   rows = []
@@ -113,7 +116,7 @@ def test_top_p_threshold_ties_and_minimal_set():
   rows.append(r)
   w = np.stack(rows).astype(np.float32)
   for top_p in [0.1, 0.37, 0.5, 0.62, 0.9, 0.999, 1.0]:
-    thr = np.asarray(sampling.top_p_threshold(jnp.asarray(w), top_p))
+    thr = np.asarray(sampling.top_p_threshold(jnp.asarray(w), top_p, method=method))
     keep = w >= thr
     ref = _np_top_p_keep(w.astype(np.float64), top_p)
     np.testing.assert_array_equal(keep | (w == 0), ref | (w == 0), err_msg=f"top_p={top_p}")
@@ -127,12 +130,13 @@ def test_top_p_threshold_ties_and_minimal_set():
       assert (wr[kept & (wr > smallest)].sum() / wr.sum()) < top_p
 
 
-def test_top_p_threshold_candidate_ties_beyond_fast_set():
+@pytest.mark.parametrize("method", ["candidates", "bits"])
+def test_top_p_threshold_candidate_ties_beyond_fast_set(method):
   # The candidate set's last value ties with many tokens outside it: t* is that value.
   w = np.full((1, 500), 1.0, np.float32)
   w[0, :63] = 2.0
   for top_p in [0.3, 0.5, 0.9]:
-    thr = np.asarray(sampling.top_p_threshold(jnp.asarray(w), top_p))
+    thr = np.asarray(sampling.top_p_threshold(jnp.asarray(w), top_p, method=method))
     np.testing.assert_array_equal(w >= thr, _np_top_p_keep(w.astype(np.float64), top_p))
 
 
