@@ -320,7 +320,11 @@ def sample_tokens(logits: jax.Array, keys: jax.Array, step, *, temperature=1.0, 
   """
   chex.assert_rank(logits, 2)
   if greedy:
-    tok = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    # argmax as first index of the max: two plain reductions, which XLA:CPU vectorises (jnp.argmax's
+    # variadic reduce is ~10x slower there). Same result as torch.argmax for finite logits.
+    is_max = logits == jnp.max(logits, axis=-1, keepdims=True)
+    v = logits.shape[-1]
+    tok = jnp.min(jnp.where(is_max, jnp.arange(v, dtype=jnp.int32), v - 1), axis=-1)  # (v - 1: NaN rows)
     return tok, jnp.zeros(tok.shape, jnp.float32)
   w = filtered_weights(logits, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                        use_top_p=use_top_p, use_min_p=use_min_p)
