@@ -15,7 +15,7 @@ warm-start, held-out pass@1 before RL is 0.43 / 0.58 / 0.82 for seeds 0 / 1 / 2.
 in points), pass@16 before → after:
   lr 5e-5 (the default):  seed 0: 0.427 → 0.465 (+3.8 [+1.5, +6.2]),  0.930 → 0.914
                           seed 1: 0.580 → 0.635 (+5.4 [+3.4, +7.6]),  0.906 → 0.824
-                          seed 2: see docs/default_calibration.md (lr 1e-4: +5.5, 0.992 → 0.973)
+                          seed 2: 0.820 → 0.874 (+5.4 [+4.1, +6.8]),  0.992 → 0.973
   lr 1e-4:                seed 0: -3.5 [-6.0, -1.0]; seed 1: +2.8 [+0.3, +5.2]; seed 2: +5.5 [+3.9, +7.2]
 GRPO with the same settings (no KL, lr 1e-4) on seed 0: -2.9 [-5.5, -0.4], like NGRPO's -3.5 there: at this
 scale the two are not distinguishable.  RL sharpens the policy: pass@1 rises while pass@16 falls and the
