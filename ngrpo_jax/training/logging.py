@@ -14,7 +14,7 @@ _CONSOLE = (
     ("sampling/refills", "refill", "{:d}"), ("pg/clip_frac_pos", "clip+", "{:.3f}"),
     ("pg/clip_frac_neg", "clip-", "{:.3f}"), ("policy_entropy", "H", "{:.3f}"),
     ("format/end_token_prob", "p_end", "{:.3f}"), ("grad_norm", "|g|", "{:.3f}"),
-    ("response_len_mean", "len", "{:.1f}"), ("time/step", "s", "{:.2f}"),
+    ("response_len_mean", "len", "{:.1f}"), ("time/step", "s", "{:.2f}"), ("compiles/step", "jit", "{:d}"),
 )
 
 

@@ -39,7 +39,9 @@ import numpy as np
 
 from ngrpo_jax import metrics as metrics_lib
 from ngrpo_jax.training import algorithms as algorithms_lib
+from ngrpo_jax.training import breakdown as breakdown_lib
 from ngrpo_jax.training import checkpoint as checkpoint_lib
+from ngrpo_jax.training import compile_counter as compile_counter_lib
 from ngrpo_jax.training import logging as logging_lib
 from ngrpo_jax.training import rollout as rollout_lib
 from ngrpo_jax.training import sft as sft_lib
@@ -99,6 +101,8 @@ class ExperimentConfig:
   """A whole run.  ``algorithm`` names a preset of ``algorithms.PRESETS`` (or ``"ngrpo_ablation"`` with
   ``ablation`` switches); ``algorithm_overrides`` replaces fields of it (e.g. ``(("learning_rate", 1e-4),)``).
   ``mesh`` is a ``sharding.make_mesh`` spec (``"data=2,fsdp=2,tensor=2"``; None: a single device).
+  ``compile_warmup_steps``: the first RL steps of an invocation whose XLA compilations are expected; the
+  summary's ``rl_breakdown.compiles.after_warmup`` counts the rest (recompilations; 0 when shapes are bucketed).
   """
   name: str = "default"
   seed: int = 0
@@ -121,6 +125,7 @@ class ExperimentConfig:
   tensorboard: bool = True
   time_budget_s: Optional[float] = None
   mesh: Optional[str] = None
+  compile_warmup_steps: int = 1
 
   def build_algorithm(self) -> algorithms_lib.Algorithm:
     if self.algorithm == "ngrpo_ablation":
@@ -408,6 +413,8 @@ def validate_config(cfg: ExperimentConfig) -> algorithms_lib.Algorithm:
                      f"{cfg.update.num_minibatches * cfg.update.num_microbatches}")
   if cfg.rl_steps < 0:
     raise ValueError(f"rl_steps must be >= 0, got {cfg.rl_steps}")
+  if not isinstance(cfg.compile_warmup_steps, int) or cfg.compile_warmup_steps < 0:
+    raise ValueError(f"compile_warmup_steps must be an int >= 0, got {cfg.compile_warmup_steps!r}")
   if cfg.eval.num_samples < 1 or cfg.checkpoint_every < 1:
     raise ValueError("eval.num_samples and checkpoint_every must be >= 1")
   if cfg.task.kind == "synthetic" and cfg.model.init_from is None and cfg.sft.steps < 1:
@@ -650,44 +657,59 @@ def run(cfg: ExperimentConfig, workdir, *, log_stream=None, grade_fn=None) -> di
       if cfg.group_grad_norm_every > 0 else None
   t_rl = time.perf_counter()
   rl_time = timings.get("rl", 0.0)
-  phase_time = {k: timings.get(k, 0.0) for k in ("rl_sampling", "rl_grading", "rl_update", "rl_scoring")}
+  phase_keys = ("sampling", "grading", "grading_wait", "grading_overlap", "scoring", "update", "diagnostics")
+  phase_time = {f"rl_{k}": timings.get(f"rl_{k}", 0.0) for k in phase_keys}
+  steps_breakdown = breakdown_lib.BreakdownAccumulator(cfg.compile_warmup_steps)
   if int(state.step) < cfg.rl_steps:
     say(f"[rl] {algo.name}: {cfg.rl_steps} steps × {cfg.rollout.groups_per_batch} prompts × "
         f"G={cfg.rollout.group_size}, lr {peak_lr}, {cfg.update.ppo_epochs} epoch(s) × "
         f"{cfg.update.num_minibatches} minibatch(es)")
-  while int(state.step) < cfg.rl_steps:
-    if cfg.time_budget_s is not None and time.perf_counter() - t_start > cfg.time_budget_s:
-      say(f"[rl] time budget {cfg.time_budget_s}s reached at step {int(state.step)}; stopping RL early")
-      break
-    t0 = time.perf_counter()
-    step = int(state.step)
-    sample_key, next_rng = jax.random.split(jnp.asarray(state.rng, jnp.uint32))
-    batch, m, position = rollout_lib.collect(
-        fns, algo, cfg.rollout, stream_rl, int(state.data_position), sample_key,
-        policy_params=state.params["policy"], ref_params=state.ref_params,
-        value_params=state.params.get("value"), pad_id=pad_id, eos_ids=eos_ids, format_token_ids=format_ids)
-    jbatch = place_batch(batch, mesh)
-    if grad_norms is not None and step % cfg.group_grad_norm_every == 0:
-      m.update(jax.device_get(grad_norms(state.params, jbatch)))
-    state = state.replace(rng=_like(next_rng, state.rng),
-                          data_position=_like(jnp.asarray(position, jnp.int32), state.data_position))
-    t1 = time.perf_counter()
-    state, um = train_step(state, jbatch)
-    um = jax.device_get(um)
-    t_update = time.perf_counter() - t1
-    m.update(um)
-    m["time/update"] = t_update
-    m["time/step"] = time.perf_counter() - t0
-    m["tokens_per_sec/update"] = float(batch["attention_mask"].sum()) * cfg.update.ppo_epochs / max(t_update, 1e-9)
-    m["data_position"] = position
-    for k, src in (("rl_sampling", "time/sampling"), ("rl_grading", "time/grading"), ("rl_update", "time/update"),
-                   ("rl_scoring", "time/scoring")):
-      phase_time[k] += m.get(src, 0.0)
-    writer.write(step + 1, m, phase="rl")
-    if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.rl_steps:
-      timings.update(phase_time, rl=rl_time + time.perf_counter() - t_rl)
-      ckpt.save(state, config_dict, extra={"timings": timings})
+  expected_draws = 1    # sampler calls the previous step needed: the next step starts as many without waiting
+  with compile_counter_lib.CompileCounter() as compiles:
+    while int(state.step) < cfg.rl_steps:
+      if cfg.time_budget_s is not None and time.perf_counter() - t_start > cfg.time_budget_s:
+        say(f"[rl] time budget {cfg.time_budget_s}s reached at step {int(state.step)}; stopping RL early")
+        break
+      c0 = compiles.count
+      t0 = time.perf_counter()
+      step = int(state.step)
+      sample_key, next_rng = jax.random.split(jnp.asarray(state.rng, jnp.uint32))
+      batch, m, position = rollout_lib.collect(
+          fns, algo, cfg.rollout, stream_rl, int(state.data_position), sample_key,
+          policy_params=state.params["policy"], ref_params=state.ref_params,
+          value_params=state.params.get("value"), pad_id=pad_id, eos_ids=eos_ids, format_token_ids=format_ids,
+          expected_draws=expected_draws)
+      expected_draws = int(m["sampling/draws"])
+      jbatch = place_batch(batch, mesh)
+      if grad_norms is not None and step % cfg.group_grad_norm_every == 0:
+        t1 = time.perf_counter()
+        m.update(jax.device_get(grad_norms(state.params, jbatch)))
+        m["time/diagnostics"] = time.perf_counter() - t1
+      state = state.replace(rng=_like(next_rng, state.rng),
+                            data_position=_like(jnp.asarray(position, jnp.int32), state.data_position))
+      t1 = time.perf_counter()
+      state, um = train_step(state, jbatch)
+      um = jax.device_get(um)
+      t_update = time.perf_counter() - t1
+      m.update(um)
+      m["time/update"] = t_update
+      m["time/step"] = time.perf_counter() - t0
+      m["tokens_per_sec/update"] = float(batch["attention_mask"].sum()) * cfg.update.ppo_epochs / max(t_update,
+                                                                                                       1e-9)
+      m["data_position"] = position
+      m["compiles/step"] = compiles.count - c0
+      m["compiles/seconds"] = sum(sec for _, sec in compiles.events[c0:])
+      m.update(steps_breakdown.add(m, m["compiles/step"], m["compiles/seconds"], compiles.names(c0)))
+      for k in phase_keys:
+        phase_time[f"rl_{k}"] += m.get(f"time/{k}", 0.0)
+      writer.write(step + 1, m, phase="rl")
+      if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.rl_steps:
+        timings.update(phase_time, rl=rl_time + time.perf_counter() - t_rl)
+        ckpt.save(state, config_dict, extra={"timings": timings})
   timings.update(phase_time, rl=rl_time + time.perf_counter() - t_rl)
+  rl_breakdown = steps_breakdown.summary()
+  if steps_breakdown.steps:
+    say(breakdown_lib.format_summary(rl_breakdown))
 
   after = run_eval(state.params["policy"], "after")
   if cfg.export_hf:
@@ -702,6 +724,7 @@ def run(cfg: ExperimentConfig, workdir, *, log_stream=None, grade_fn=None) -> di
       "after": {k: v for k, v in after.items() if k not in drop},
       "gain": summary_gain(before, after),
       "timings_s": {**timings, "total_this_invocation": time.perf_counter() - t_start},
+      "rl_breakdown": rl_breakdown,
   }
   if main:
     checkpoint_lib.write_json(workdir / "summary.json", summary)

@@ -13,6 +13,7 @@ Host-side glue around the jitted pieces (``sampling.generate`` and the trainer's
 6. score the batch with the trainer's forward pass: old log-probs (and their gap to the sampler's),
    the reference policy's log-probs (KL), values and GAE (critic).
 """
+import concurrent.futures
 import dataclasses
 import time
 from typing import Callable, Optional, Sequence
@@ -47,6 +48,9 @@ class RolloutConfig:
     is_correction: multiply the advantages by the truncated importance weight
       min(π_trainer(y_t) / π_sampler(y_t), is_cap) (sampler / trainer mismatch correction).
     is_cap: truncation of that weight.
+    pipeline_grading: grade each draw on a background thread, overlapping with the sampling of the next
+      draw (when a refill is expected) or with the scoring (no group filter); the same results as False
+      (the sequential path), see :func:`collect`.
   """
   group_size: int = 8
   groups_per_batch: int = 16
@@ -65,6 +69,7 @@ class RolloutConfig:
   format_reward: float = 0.0
   is_correction: bool = False
   is_cap: float = 2.0
+  pipeline_grading: bool = True
 
   def __post_init__(self):
     for f in ("group_size", "groups_per_batch", "max_prompt_len", "max_new_tokens"):
@@ -249,7 +254,8 @@ class RolloutFns:
     samples per prompt (rows grouped by prompt).
   score: ``(policy_params, tokens, attention_mask, value_params) -> {"logp", "entropy", "values"?}``.
   decode: ``token ids list -> str``.
-  grade: see :func:`default_grade_fn`.
+  grade: see :func:`default_grade_fn` (with ``RolloutConfig.pipeline_grading`` it runs on a background
+    thread, one call per draw, and must be safe to call from a thread other than the main one).
   """
   generate: Callable[..., Samples]
   score: Callable[..., dict]
@@ -257,10 +263,55 @@ class RolloutFns:
   grade: GradeFn
 
 
+@dataclasses.dataclass
+class _Draw:
+  """One sampler call: ``n`` prompts (their stream records, left-padded tokens) and their n·G samples."""
+  problems: list
+  prompt_tokens: np.ndarray
+  prompt_mask: np.ndarray
+  samples: Samples
+  golds: list
+
+
+def _draw_rewards(cfg: RolloutConfig, correct, parseable, lengths) -> np.ndarray:
+  """Rewards f32[n, G]: correct / wrong reward + format bonus + DAPO overlong shaping."""
+  rewards = np.where(correct, cfg.correct_reward, cfg.wrong_reward).astype(np.float32)
+  rewards = rewards + cfg.format_reward * parseable
+  return rewards + overlong_penalty(lengths, cfg.max_new_tokens, cfg.overlong_buffer, cfg.overlong_penalty)
+
+
+def _decode_rows(fns: RolloutFns, samples: Samples, rows) -> list:
+  return [fns.decode(samples.tokens[i, :samples.lengths[i]].tolist()) for i in rows]
+
+
+def _grade_draw(fns: RolloutFns, draw: _Draw) -> tuple[np.ndarray, np.ndarray, float]:
+  """Decodes and grades every response of a draw: (correct bool[n·G], parseable bool[n·G], seconds)."""
+  t0 = time.perf_counter()
+  correct, parseable = fns.grade(_decode_rows(fns, draw.samples, range(len(draw.samples.tokens))), draw.golds)
+  return np.asarray(correct, bool), np.asarray(parseable, bool), time.perf_counter() - t0
+
+
 def collect(fns: RolloutFns, algo: algorithms_lib.Algorithm, cfg: RolloutConfig, stream: PromptStream,
             position: int, key, *, policy_params, ref_params=None, value_params=None, pad_id: int = 0,
-            eos_ids: Sequence[int] = (), format_token_ids: Sequence[int] = ()) -> tuple[dict, dict, int]:
+            eos_ids: Sequence[int] = (), format_token_ids: Sequence[int] = (),
+            expected_draws: int = 1) -> tuple[dict, dict, int]:
   """One training batch.  Returns (batch of numpy arrays, metrics, new data position).
+
+  Draw d (d = 0, 1, ... ≤ max_refills with dynamic sampling) samples G responses for the prompts at stream
+  positions [position + d·n, position + (d+1)·n) with key ``fold_in(key, d)``; it is used iff the groups
+  kept from draws < d do not fill the batch.  With ``cfg.pipeline_grading`` each draw is decoded and graded
+  on a background thread (the symbolic checks in the grading pool's processes) while this thread
+    * samples draw d+1 before draw d's grades are in when ``expected_draws > d + 1`` (speculation: the loop
+      passes the number of draws the previous step used; a draw that turns out unneeded is discarded,
+      which costs time but changes nothing), and
+    * with no group filter and no refills (the kept groups are then known before grading) dispatches the
+      scoring forward pass;
+  the kept groups, rewards, batch and metrics are exactly those of the sequential path (bit for bit) —
+  only the wall time differs.
+
+  Timing metrics: ``time/sampling`` (sampler calls, discarded draws included), ``time/grading`` (decode +
+  grade work, wherever it ran), ``time/grading_wait`` (this thread blocked on grades), ``time/scoring``
+  (old log-probs etc.: dispatch + fetch); ``sampling/discarded_draws`` counts wasted speculative draws.
 
   Args:
     fns: the functions (see :class:`RolloutFns`).
@@ -271,85 +322,159 @@ def collect(fns: RolloutFns, algo: algorithms_lib.Algorithm, cfg: RolloutConfig,
     policy_params / ref_params / value_params: current policy, KL reference, value head.
     pad_id: token used for padding.  eos_ids: stop tokens (end-token probability metric).
     format_token_ids: tokens of the answer scaffold (e.g. ``\\boxed{``) for the format-probability metric.
+    expected_draws: draws to sample without waiting for grades (pipeline only; default 1: none ahead).
   """
+  if not isinstance(expected_draws, int) or expected_draws < 1:
+    raise ValueError(f"expected_draws must be an int >= 1, got {expected_draws!r}")
   g, n_groups = cfg.group_size, cfg.groups_per_batch
   r_max = cfg.correct_reward + max(cfg.format_reward, 0.0)
-  t_sample = t_grade = 0.0
-  kept = []          # list of dicts per kept group
-  draws = 0
-  n_generated_tokens = 0
-  all_kinds, all_correct, all_parse, all_len, all_trunc, all_rewards = [], [], [], [], [], []
   max_draws = 1 + (cfg.max_refills if algo.dynamic_sampling else 0)
-  while draws < max_draws and len(kept) < n_groups:
-    problems = stream.take(position, n_groups)
-    position += n_groups
+  times = {"sampling": 0.0, "grading": 0.0, "grading_wait": 0.0}
+  kept = []          # list of dicts per kept group
+  records = []       # per used draw: (kinds, correct, parseable, lengths, truncated, rewards)
+  n_generated_tokens = 0
+
+  def sample(d: int) -> _Draw:
+    problems = stream.take(position + d * n_groups, n_groups)
     ptoks, pmask = left_pad([p["prompt_ids"] for p in problems], cfg.max_prompt_len, pad_id)
     t0 = time.perf_counter()
-    samples = fns.generate(policy_params, ptoks, pmask, jax.random.fold_in(key, draws))
+    samples = fns.generate(policy_params, ptoks, pmask, jax.random.fold_in(key, d))
     jax.block_until_ready(samples.tokens)
-    t_sample += time.perf_counter() - t0
-    draws += 1
-    n_generated_tokens += int(samples.lengths.sum())
-    t0 = time.perf_counter()
-    texts = [fns.decode(samples.tokens[i, :samples.lengths[i]].tolist()) for i in range(len(samples.tokens))]
-    golds = [problems[i // g]["answer"] for i in range(len(texts))]
-    correct, parseable = fns.grade(texts, golds)
-    t_grade += time.perf_counter() - t0
-    correct = np.asarray(correct, bool).reshape(n_groups, g)
-    parseable = np.asarray(parseable, bool).reshape(n_groups, g)
-    lengths = samples.lengths.reshape(n_groups, g)
-    truncated = samples.truncated.reshape(n_groups, g)
-    rewards = np.where(correct, cfg.correct_reward, cfg.wrong_reward).astype(np.float32)
-    rewards = rewards + cfg.format_reward * parseable
-    rewards = rewards + overlong_penalty(lengths, cfg.max_new_tokens, cfg.overlong_buffer, cfg.overlong_penalty)
-    kinds = group_kinds(correct)
-    keep = keep_mask(algo, rewards, r_max)
-    for arr, lst in ((kinds, all_kinds), (correct, all_correct), (parseable, all_parse), (lengths, all_len),
-                     (truncated, all_trunc), (rewards, all_rewards)):
-      lst.append(arr)
-    for i in np.nonzero(keep)[0]:
-      if len(kept) >= n_groups:
+    times["sampling"] += time.perf_counter() - t0
+    golds = [problems[i // g]["answer"] for i in range(len(samples.tokens))]
+    return _Draw(problems, ptoks, pmask, samples, golds)
+
+  pre_scored = None
+  # The grading thread (pipeline only) lives for this call: created here, joined in the finally below.
+  executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="grading") if cfg.pipeline_grading \
+      else None
+  draws, pending = {}, {}
+
+  def start(d: int) -> None:
+    draws[d] = sample(d)
+    if executor is not None:     # queued behind the previous draw's grading on the one grading thread
+      pending[d] = executor.submit(_grade_draw, fns, draws[d])
+
+  try:
+    start(0)
+    if executor is not None and algo.group_filter == "none" and max_draws == 1:
+      # Every group is kept: the batch's tokens are known, so the scoring runs while grading does.
+      pre_scored = _dispatch_scores(fns, algo, cfg, _group_records(draws[0], g), policy_params, ref_params,
+                                    value_params, pad_id)
+    d = 0
+    while True:
+      if executor is not None and d + 1 < min(expected_draws, max_draws) and d + 1 not in draws:
+        start(d + 1)             # speculative: sampled while draw d is graded
+      draw = draws[d]
+      t0 = time.perf_counter()
+      correct, parseable, seconds = _grade_draw(fns, draw) if executor is None else pending[d].result()
+      times["grading_wait"] += time.perf_counter() - t0
+      times["grading"] += seconds
+      # From here on the grades decide, exactly as in the sequential path.
+      n_generated_tokens += int(draw.samples.lengths.sum())
+      correct = correct.reshape(n_groups, g)
+      parseable = parseable.reshape(n_groups, g)
+      lengths = draw.samples.lengths.reshape(n_groups, g)
+      truncated = draw.samples.truncated.reshape(n_groups, g)
+      rewards = _draw_rewards(cfg, correct, parseable, lengths)
+      kinds = group_kinds(correct)
+      keep = keep_mask(algo, rewards, r_max)
+      records.append((kinds, correct, parseable, lengths, truncated, rewards))
+      for i in np.nonzero(keep)[0]:
+        if len(kept) >= n_groups:
+          break
+        rows = slice(i * g, (i + 1) * g)
+        s = draw.samples
+        kept.append(dict(prompt_tokens=draw.prompt_tokens[i], prompt_mask=draw.prompt_mask[i],
+                         tokens=s.tokens[rows], mask=s.mask[rows], lengths=s.lengths[rows],
+                         truncated=s.truncated[rows], sampler_logp=None if s.logp is None else s.logp[rows],
+                         rewards=rewards[i], kind=kinds[i]))
+      d += 1
+      if d >= max_draws or len(kept) >= n_groups:
         break
-      rows = slice(i * g, (i + 1) * g)
-      kept.append(dict(prompt_tokens=ptoks[i], prompt_mask=pmask[i], tokens=samples.tokens[rows],
-                       mask=samples.mask[rows], lengths=samples.lengths[rows], truncated=samples.truncated[rows],
-                       sampler_logp=None if samples.logp is None else samples.logp[rows],
-                       rewards=rewards[i], kind=kinds[i]))
+      if d not in draws:
+        start(d)
+  finally:
+    if executor is not None:
+      executor.shutdown(wait=True, cancel_futures=True)
+  draws_used = d
+  position += draws_used * n_groups
 
   batch, bm = _assemble(fns, algo, cfg, kept, policy_params, ref_params, value_params, r_max, pad_id,
-                        eos_ids, format_token_ids)
-  kinds = np.concatenate(all_kinds)
-  correct = np.concatenate(all_correct)
+                        eos_ids, format_token_ids, pre_scored=pre_scored)
+  kinds, correct, parse, lens, trunc, rews = (np.concatenate(x) for x in zip(*records))
   metrics = {
-      "reward_mean": float(np.mean(np.concatenate(all_rewards))),
+      "reward_mean": float(np.mean(rews)),
       "accuracy": float(np.mean(correct)),
-      "parseable_frac": float(np.mean(np.concatenate(all_parse))),
+      "parseable_frac": float(np.mean(parse)),
       "groups/all_correct_frac": float(np.mean(kinds == KIND_ALL_CORRECT)),
       "groups/all_wrong_frac": float(np.mean(kinds == KIND_ALL_WRONG)),
       "groups/mixed_frac": float(np.mean(kinds == KIND_MIXED)),
       "groups/kept": len(kept),
       "groups/padding": n_groups - len(kept),
-      "sampling/draws": draws,
-      "sampling/refills": draws - 1,
-      "response_len_mean": float(np.mean(np.concatenate(all_len))),
-      "response_len_max": int(np.max(np.concatenate(all_len))),
-      "truncated_frac": float(np.mean(np.concatenate(all_trunc))),
-      "time/sampling": t_sample,
-      "time/grading": t_grade,
+      "sampling/draws": draws_used,
+      "sampling/refills": draws_used - 1,
+      "sampling/discarded_draws": len(draws) - draws_used,
+      "response_len_mean": float(np.mean(lens)),
+      "response_len_max": int(np.max(lens)),
+      "truncated_frac": float(np.mean(trunc)),
+      "time/sampling": times["sampling"],
+      "time/grading": times["grading"],
+      "time/grading_wait": times["grading_wait"],
+      "time/grading_overlap": max(times["grading"] - times["grading_wait"], 0.0),
       "tokens_generated": n_generated_tokens,
-      "tokens_per_sec/sampling": n_generated_tokens / max(t_sample, 1e-9),
+      "tokens_per_sec/sampling": n_generated_tokens / max(times["sampling"], 1e-9),
   }
   metrics.update(bm)
   return batch, metrics, position
 
 
+def _group_records(draw: _Draw, g: int) -> list:
+  """Every group of a draw as the token part of a kept-group record (for scoring before grading)."""
+  s = draw.samples
+  return [dict(prompt_tokens=draw.prompt_tokens[i], prompt_mask=draw.prompt_mask[i], tokens=s.tokens[i * g:(i + 1) * g],
+               lengths=s.lengths[i * g:(i + 1) * g]) for i in range(len(draw.problems))]
+
+
+def _pack_tokens(cfg: RolloutConfig, groups: list, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+  """(tokens int32[rows, P + R], attention_mask bool[rows, P + R]) of the groups, padding rows after them."""
+  g, p_len, r_len = cfg.group_size, cfg.max_prompt_len, cfg.max_new_tokens
+  tokens = np.full((cfg.batch_rows, p_len + r_len), pad_id, np.int32)
+  attn = np.zeros((cfg.batch_rows, p_len + r_len), bool)
+  for gi, k in enumerate(groups):
+    for j in range(g):
+      r = gi * g + j
+      n = int(k["lengths"][j])
+      tokens[r, :p_len] = k["prompt_tokens"]
+      attn[r, :p_len] = k["prompt_mask"]
+      tokens[r, p_len:p_len + n] = k["tokens"][j, :n]
+      attn[r, p_len:p_len + n] = True
+  return tokens, attn
+
+
+def _dispatch_scores(fns, algo, cfg, groups, policy_params, ref_params, value_params, pad_id) -> dict:
+  """Starts the scoring forward passes of a batch (JAX dispatch is asynchronous; results fetched later)."""
+  tokens, attn = _pack_tokens(cfg, groups, pad_id)
+  t0 = time.perf_counter()
+  out = {"tokens": tokens, "attn": attn,
+         "policy": fns.score(policy_params, jnp.asarray(tokens), jnp.asarray(attn), value_params)}
+  if algo.kl_coef > 0:
+    if ref_params is None:
+      raise ValueError("algorithm has kl_coef > 0 but no reference params were given")
+    out["ref"] = fns.score(ref_params, jnp.asarray(tokens), jnp.asarray(attn), None)
+  out["dispatch_s"] = time.perf_counter() - t0
+  return out
+
+
 def _assemble(fns, algo, cfg, kept, policy_params, ref_params, value_params, r_max, pad_id, eos_ids,
-              format_token_ids):
-  """Fixed-shape batch from the kept groups (+ padding groups) and its scoring metrics."""
-  g, n_groups, p_len, r_len = cfg.group_size, cfg.groups_per_batch, cfg.max_prompt_len, cfg.max_new_tokens
+              format_token_ids, pre_scored=None):
+  """Fixed-shape batch from the kept groups (+ padding groups) and its scoring metrics.
+
+  ``pre_scored``: scoring already dispatched by :func:`_dispatch_scores` for the same tokens (used if equal).
+  """
+  g, p_len, r_len = cfg.group_size, cfg.max_prompt_len, cfg.max_new_tokens
   rows = cfg.batch_rows
-  tokens = np.full((rows, p_len + r_len), pad_id, np.int32)
-  attn = np.zeros((rows, p_len + r_len), bool)
+  tokens, attn = _pack_tokens(cfg, kept, pad_id)
   loss_mask = np.zeros((rows, p_len + r_len - 1), np.float32)
   sampler_logp = np.zeros((rows, p_len + r_len - 1), np.float32)
   resp_mask_t = np.zeros((rows, p_len + r_len - 1), bool)   # every response target (for metrics)
@@ -360,16 +485,18 @@ def _assemble(fns, algo, cfg, kept, policy_params, ref_params, value_params, r_m
   if kept:
     rewards = np.stack([k["rewards"] for k in kept])
     if not algo.use_critic:
-      adv = compute_advantages(algo, rewards, r_max)
+      if algo.advantage_fn is None and len(kept) < cfg.groups_per_batch:
+        # The named estimators are per group: pad with copies of the last kept group (dropped again) so
+        # the eager estimator always sees [groups_per_batch, G] and never compiles for a new shape.
+        padded = np.pad(rewards, ((0, cfg.groups_per_batch - len(kept)), (0, 0)), mode="edge")
+        adv = compute_advantages(algo, padded, r_max)[:len(kept)]
+      else:
+        adv = compute_advantages(algo, rewards, r_max)
     for gi, k in enumerate(kept):
       kinds[gi] = k["kind"]
       for j in range(g):
         r = gi * g + j
-        tokens[r, :p_len] = k["prompt_tokens"]
-        attn[r, :p_len] = k["prompt_mask"]
         n = int(k["lengths"][j])
-        tokens[r, p_len:p_len + n] = k["tokens"][j, :n]
-        attn[r, p_len:p_len + n] = True
         resp_mask_t[r, p_len - 1:p_len - 1 + n] = True
         if not (cfg.mask_truncated and k["truncated"][j]):
           loss_mask[r, p_len - 1:p_len - 1 + n] = 1.0
@@ -379,17 +506,17 @@ def _assemble(fns, algo, cfg, kept, policy_params, ref_params, value_params, r_m
         if not algo.use_critic:
           seq_adv[r] = adv[gi, j]
   metrics = {}
+  if pre_scored is None or not (np.array_equal(pre_scored["tokens"], tokens)
+                                and np.array_equal(pre_scored["attn"], attn)):
+    pre_scored = _dispatch_scores(fns, algo, cfg, kept, policy_params, ref_params, value_params, pad_id)
   t0 = time.perf_counter()
-  scored = fns.score(policy_params, jnp.asarray(tokens), jnp.asarray(attn), value_params)
+  scored = pre_scored["policy"]
   old_logp = np.asarray(scored["logp"], np.float32)
   entropy = np.asarray(scored["entropy"], np.float32)
   batch = {"tokens": tokens, "attention_mask": attn, "loss_mask": loss_mask, "old_logp": old_logp,
            "group_kind": np.repeat(kinds, g)}
   if algo.kl_coef > 0:
-    if ref_params is None:
-      raise ValueError("algorithm has kl_coef > 0 but no reference params were given")
-    batch["ref_logp"] = np.asarray(fns.score(ref_params, jnp.asarray(tokens), jnp.asarray(attn), None)["logp"],
-                                   np.float32)
+    batch["ref_logp"] = np.asarray(pre_scored["ref"]["logp"], np.float32)
   adv_tok = np.broadcast_to(seq_adv[:, None], loss_mask.shape).copy()
   if algo.use_critic:
     values = np.asarray(scored["values"], np.float32)
@@ -407,7 +534,7 @@ def _assemble(fns, algo, cfg, kept, policy_params, ref_params, value_params, r_m
     w = np.minimum(np.exp(np.clip(old_logp - sampler_logp, -20, 20)), cfg.is_cap)
     adv_tok = adv_tok * np.where(m, w, 1.0)
   batch["advantages"] = (adv_tok * m).astype(np.float32)
-  metrics["time/scoring"] = time.perf_counter() - t0
+  metrics["time/scoring"] = pre_scored["dispatch_s"] + time.perf_counter() - t0
   if m.any():
     probs = np.exp(old_logp)
     targets = tokens[:, 1:]
