@@ -121,13 +121,18 @@ def jax_step_fn(case: Case, variant: str):
   from ngrpo_jax.models import qwen2
 
   chunk = 128
+  unroll = False
   remat = False
   dtype = jnp.float32
   for part in variant.split("_")[1:]:
-    if part.startswith("c"):
+    if part == "cfull":
+      chunk = None
+    elif part.startswith("c"):
       chunk = int(part[1:])
     elif part == "remat":
       remat = True
+    elif part == "unroll":
+      unroll = True
     else:
       raise ValueError(f"unknown variant part {part!r} in {variant!r}")
   if variant.startswith("bf16"):
@@ -140,7 +145,7 @@ def jax_step_fn(case: Case, variant: str):
   def loss_fn(params, batch):
     p = params if dtype == jnp.float32 else jax.tree.map(lambda x: x.astype(dtype), params)
     tokens = batch["tokens"]
-    hidden, _ = qwen2.hidden_states(p, config, tokens[:, :-1])
+    hidden, _ = qwen2.hidden_states(p, config, tokens[:, :-1], unroll_layers=unroll)
     logp = logprobs.token_logprobs(p, config, hidden, tokens[:, 1:], chunk_size=chunk)
     loss, _ = losses.policy_loss(logp, batch["old_logp"], batch["adv"], batch["mask"] > 0, eps_pos=EPS,
                                  eps_neg=EPS, aggregation="token_mean")

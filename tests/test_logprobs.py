@@ -48,20 +48,30 @@ def test_values_match_naive(tied, chunk_size, temperature):
 
 
 @pytest.mark.parametrize("tied", [False, True])
-def test_gradients_match_naive(tied):
+@pytest.mark.parametrize("chunk_size, temperature, with_entropy", [(6, 1.0, True), (None, 0.7, True),
+                                                                   (7, 1.3, False), (None, 1.0, False)])
+def test_gradients_match_naive(tied, chunk_size, temperature, with_entropy):
+  """The hand-written backward (recomputed chunks, or kept logits with chunk_size=None) equals autodiff."""
   config, params, hidden, targets = _setup(tied)
   weights = jax.random.normal(jax.random.key(3), (B, T))
+  ent_weights = jax.random.normal(jax.random.key(4), (B, T))
 
   def loss(fn, params, hidden):
     logp, ent = fn(params, hidden)
-    return jnp.sum(weights * logp) + 0.1 * jnp.sum(ent)
+    out = jnp.sum(weights * logp)
+    return out + 0.1 * jnp.sum(ent_weights * ent) if with_entropy else out
 
-  chunked = lambda p, h: logprobs.token_logprobs(p, config, h, targets, chunk_size=6, return_entropy=True)
-  naive = lambda p, h: _naive(p, config, h, targets, 1.0)
-  g = jax.grad(lambda p, h: loss(chunked, p, h), argnums=(0, 1))(params, hidden)
+  def chunked(p, h):
+    res = logprobs.token_logprobs(p, config, h, targets, chunk_size=chunk_size, temperature=temperature,
+                                  return_entropy=with_entropy)
+    return res if with_entropy else (res, None)
+
+  naive = lambda p, h: _naive(p, config, h, targets, temperature)
+  g = jax.jit(jax.grad(lambda p, h: loss(chunked, p, h), argnums=(0, 1)))(params, hidden)
   g_ref = jax.grad(lambda p, h: loss(naive, p, h), argnums=(0, 1))(params, hidden)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5),
                g, g_ref)
+  assert float(jnp.max(jnp.abs(g[1]))) > 0  # the hidden-state gradient is not trivially zero
 
 
 def _all_avals(jaxpr):

@@ -123,6 +123,25 @@ def test_gradient_accumulation_is_exact(aggregation):
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7), p, outs[0][0])
 
 
+def test_logprob_chunking_does_not_change_the_update():
+  """Chunked (logits recomputed in the backward) and unchunked (logits kept) log-probs give the same step,
+  entropy bonus included; a bad chunk size is rejected by name."""
+  params = _params()
+  algo = algorithms.get_algorithm("ngrpo", entropy_coef=0.01, kl_coef=0.0)
+  batch = _batch(params, [1.0, 0.0, 0.0, 0.0], algo, lengths=[4, 3, 2, 1])
+  outs = []
+  for chunk in (None, 2, 8):
+    new_state, metrics = _step(algo, params, batch, cfg=dataclasses.replace(UPD, logprob_chunk_size=chunk))
+    outs.append((new_state.params, float(metrics["loss"])))
+  moved = jax.tree.leaves(jax.tree.map(lambda a, b: not np.allclose(a, b), outs[0][0]["policy"], params))
+  assert any(moved)  # the step changed the params
+  for p, loss in outs[1:]:
+    np.testing.assert_allclose(loss, outs[0][1], rtol=1e-5, atol=1e-7)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), p, outs[0][0])
+  with pytest.raises(ValueError, match="logprob_chunk_size"):
+    update.UpdateConfig(logprob_chunk_size=0)
+
+
 def test_ppo_step_trains_the_critic_and_bf16_compute_runs():
   params = _params()
   algo = algorithms.get_algorithm("ppo", kl_coef=0.0)

@@ -49,7 +49,9 @@ class UpdateConfig:
     compute_dtype: ``"float32"`` or ``"bfloat16"``; with bfloat16 the float32 master params are cast for
       the forward / backward pass and gradients are applied to the float32 masters.
     remat: rematerialise each decoder layer in the backward pass (long responses).
-    logprob_chunk_size: time chunk of the log-prob computation (no [B, T, V] float32 buffer).
+    logprob_chunk_size: time chunk of the log-prob computation (no [B, T, V] float32 buffer; logits
+      recomputed in the backward), or None: one chunk whose logits are kept (fastest when [B, T, V] float32
+      fits in memory; see ``models.token_logprobs``).
     const_len: the constant length of Dr. GRPO's ``seq_mean_token_sum_norm`` (default: L - 1).
   """
   ppo_epochs: int = 1
@@ -57,11 +59,13 @@ class UpdateConfig:
   num_microbatches: int = 1
   compute_dtype: str = "float32"
   remat: bool = False
-  logprob_chunk_size: int = 128
+  logprob_chunk_size: Optional[int] = 128
   const_len: Optional[int] = None
 
   def __post_init__(self):
     for f in ("ppo_epochs", "num_minibatches", "num_microbatches", "logprob_chunk_size"):
+      if f == "logprob_chunk_size" and self.logprob_chunk_size is None:
+        continue
       if not isinstance(getattr(self, f), int) or getattr(self, f) < 1:
         raise ValueError(f"{f} must be an int >= 1, got {getattr(self, f)!r}")
     if self.compute_dtype not in ("float32", "bfloat16"):
@@ -92,14 +96,14 @@ def model_config_for(model_config, cfg: UpdateConfig):
   return dataclasses.replace(model_config, **updates) if updates else model_config
 
 
-def score_tokens(params, model_config, tokens, attention_mask, *, chunk_size: int = 128,
+def score_tokens(params, model_config, tokens, attention_mask, *, chunk_size: Optional[int] = 128,
                  value_params=None, with_entropy: bool = True):
   """Log-probs (and entropy, values) of ``tokens[:, 1:]`` given the prefix, at temperature 1.
 
   Args:
     params: policy params.  model_config: the model config.
     tokens: int32[B, L]; attention_mask: bool[B, L].
-    chunk_size: time chunk for ``token_logprobs``.
+    chunk_size: time chunk for ``token_logprobs`` (None: unchunked).
     value_params: value-head params (optional) → values f32[B, L-1] of each prefix's last token.
     with_entropy: also return the policy entropy per target position.
 
