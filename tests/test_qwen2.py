@@ -143,7 +143,8 @@ def test_unrolled_training_forward_matches_the_scan():
                                                          unroll_layers=unroll)[0]))
   (v0, g0), (v1, g1) = (jax.value_and_grad(loss)(params, u) for u in (False, True))
   np.testing.assert_allclose(float(v1), float(v0), rtol=1e-5)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6),
+  # Float32 summation order differs between the two programs (|grad| up to ~5 here).
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=2e-5),
                g1, g0)
 
 
