@@ -24,6 +24,7 @@ the global batch — orbax saves from every process, and only process 0 writes l
 the summary and the HF export.
 """
 import ast
+import collections
 import dataclasses
 import json
 import pathlib
@@ -664,7 +665,10 @@ def run(cfg: ExperimentConfig, workdir, *, log_stream=None, grade_fn=None) -> di
     say(f"[rl] {algo.name}: {cfg.rl_steps} steps × {cfg.rollout.groups_per_batch} prompts × "
         f"G={cfg.rollout.group_size}, lr {peak_lr}, {cfg.update.ppo_epochs} epoch(s) × "
         f"{cfg.update.num_minibatches} minibatch(es)")
-  expected_draws = 1    # sampler calls the previous step needed: the next step starts as many without waiting
+  # Sampler calls (draws) of the last steps: the next step samples min(recent) draws without waiting for the
+  # previous draw's grades (rollout.collect's speculation; it only changes speed, never results). A wasted
+  # draw costs a sampler call, a right one saves a grading wait, so speculate only what every recent step used.
+  recent_draws = collections.deque(maxlen=4)
   with compile_counter_lib.CompileCounter() as compiles:
     while int(state.step) < cfg.rl_steps:
       if cfg.time_budget_s is not None and time.perf_counter() - t_start > cfg.time_budget_s:
@@ -678,8 +682,8 @@ def run(cfg: ExperimentConfig, workdir, *, log_stream=None, grade_fn=None) -> di
           fns, algo, cfg.rollout, stream_rl, int(state.data_position), sample_key,
           policy_params=state.params["policy"], ref_params=state.ref_params,
           value_params=state.params.get("value"), pad_id=pad_id, eos_ids=eos_ids, format_token_ids=format_ids,
-          expected_draws=expected_draws)
-      expected_draws = int(m["sampling/draws"])
+          expected_draws=min(recent_draws, default=1))
+      recent_draws.append(int(m["sampling/draws"]))
       jbatch = place_batch(batch, mesh)
       if grad_norms is not None and step % cfg.group_grad_norm_every == 0:
         t1 = time.perf_counter()

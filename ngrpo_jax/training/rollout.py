@@ -4,7 +4,8 @@ Host-side glue around the jitted pieces (``sampling.generate`` and the trainer's
 :func:`collect` produces one fixed-shape training batch (see ``ngrpo_jax.training.update``) plus metrics:
 
 1. draw ``groups_per_batch`` prompts from the :class:`PromptStream` at the current data position;
-2. sample G responses per prompt, decode, grade (the grading module's batch API, in worker processes);
+2. sample G responses per prompt, decode, grade (the grading module's batch API, in worker processes;
+   with ``pipeline_grading`` on a background thread, overlapping the next draw's sampling or the scoring);
 3. rewards: ``correct_reward`` / ``wrong_reward``, optional format bonus, optional DAPO overlong shaping;
 4. group filter of the algorithm (DAPO: drop homogeneous groups; NGRPO: drop all-correct groups) —
    with dynamic sampling, draw further prompt batches until the batch is full or ``max_refills`` draws
