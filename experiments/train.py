@@ -8,6 +8,11 @@ addition task, NGRPO; ≤ 10 minutes on 2 cores) and writes everything to ``--wo
   python -m experiments.train --config=default --set rl_steps=20 --set algo.learning_rate=1e-4
   python -m experiments.train --config=default --algorithm=ngrpo_ablation --set ablation.virtual_count=2
   python -m experiments.train --list_configs
+  # After RL, '[rl] step breakdown ...' prints the mean RL step split into sampling / grading wait /
+  # scoring / update / diagnostics / other (seconds, %), the grading hidden behind other work and the
+  # XLA compilations in / after the warm-up step (summary.json: rl_breakdown). To time RL steps again
+  # without redoing the warm-start: run once with --rl_steps=0, copy that workdir (minus eval_after*), and
+  # rerun the copy with --rl_steps=N: it resumes from the warm-started checkpoint.
   # Sharded over 8 devices (params FSDP × tensor parallel, batch over data × fsdp):
   python -m experiments.train --mesh=data=2,fsdp=2,tensor=2          # same as --set mesh=...
   # Several hosts (run on each; flags or NGRPO_COORDINATOR_ADDRESS / NGRPO_NUM_PROCESSES / NGRPO_PROCESS_ID):

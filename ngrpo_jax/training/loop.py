@@ -11,7 +11,9 @@ Everything a run does is a function of its :class:`ExperimentConfig` and its wor
                                   shares, per-problem counts — the format of ``experiments/evaluate.py``)
   <workdir>/eval_before/          its samples.jsonl, counts.jsonl and plan.json (resumable)
   <workdir>/eval_after.json, eval_after/   the same after RL
-  <workdir>/summary.json          before / after, gains and the time per phase
+  <workdir>/summary.json          before / after, gains, the time per phase and ``rl_breakdown``: this
+                                  invocation's RL step time by phase (``training.breakdown``: seconds,
+                                  shares, grading overlap) and XLA compilations in / after warm-up
   <workdir>/hf_export/            the final policy as a Hugging Face checkpoint (+ tokenizer)
 
 Sharding (``ExperimentConfig.mesh``, e.g. ``"data=2,fsdp=2,tensor=2"``; default None = one device): the
