@@ -483,37 +483,35 @@ def _assemble(fns, algo, cfg, kept, policy_params, ref_params, value_params, r_m
   seq_reward = np.zeros((rows,), np.float32)
   kinds = np.full((rows // g,), KIND_PAD, np.int32)
   has_sampler_logp = bool(kept) and kept[0]["sampler_logp"] is not None
-  if kept:
-    rewards = np.stack([k["rewards"] for k in kept])
-    if not algo.use_critic:
-      if algo.advantage_fn is None and len(kept) < cfg.groups_per_batch:
-        # The named estimators are per group: pad with copies of the last kept group (dropped again) so
-        # the eager estimator always sees [groups_per_batch, G] and never compiles for a new shape.
-        padded = np.pad(rewards, ((0, cfg.groups_per_batch - len(kept)), (0, 0)), mode="edge")
-        adv = compute_advantages(algo, padded, r_max)[:len(kept)]
-      else:
-        adv = compute_advantages(algo, rewards, r_max)
-    for gi, k in enumerate(kept):
-      kinds[gi] = k["kind"]
-      for j in range(g):
-        r = gi * g + j
-        n = int(k["lengths"][j])
-        resp_mask_t[r, p_len - 1:p_len - 1 + n] = True
-        if not (cfg.mask_truncated and k["truncated"][j]):
-          loss_mask[r, p_len - 1:p_len - 1 + n] = 1.0
-        if has_sampler_logp:
-          sampler_logp[r, p_len - 1:p_len - 1 + n] = k["sampler_logp"][j, :n]
-        seq_reward[r] = k["rewards"][j]
-        if not algo.use_critic:
-          seq_adv[r] = adv[gi, j]
+  for gi, k in enumerate(kept):
+    kinds[gi] = k["kind"]
+    for j in range(g):
+      r = gi * g + j
+      n = int(k["lengths"][j])
+      resp_mask_t[r, p_len - 1:p_len - 1 + n] = True
+      if not (cfg.mask_truncated and k["truncated"][j]):
+        loss_mask[r, p_len - 1:p_len - 1 + n] = 1.0
+      if has_sampler_logp:
+        sampler_logp[r, p_len - 1:p_len - 1 + n] = k["sampler_logp"][j, :n]
+      seq_reward[r] = k["rewards"][j]
   metrics = {}
   if pre_scored is None or not (np.array_equal(pre_scored["tokens"], tokens)
                                 and np.array_equal(pre_scored["attn"], attn)):
     pre_scored = _dispatch_scores(fns, algo, cfg, kept, policy_params, ref_params, value_params, pad_id)
   t0 = time.perf_counter()
   scored = pre_scored["policy"]
-  old_logp = np.asarray(scored["logp"], np.float32)
+  old_logp = np.asarray(scored["logp"], np.float32)    # fetched before any other device work is queued
   entropy = np.asarray(scored["entropy"], np.float32)
+  if kept and not algo.use_critic:
+    rewards = np.stack([k["rewards"] for k in kept])
+    if algo.advantage_fn is None and len(kept) < cfg.groups_per_batch:
+      # The named estimators are per group: pad with copies of the last kept group (dropped again) so
+      # the eager estimator always sees [groups_per_batch, G] and never compiles for a new shape.
+      padded = np.pad(rewards, ((0, cfg.groups_per_batch - len(kept)), (0, 0)), mode="edge")
+      adv = compute_advantages(algo, padded, r_max)[:len(kept)]
+    else:
+      adv = compute_advantages(algo, rewards, r_max)
+    seq_adv[:len(kept) * g] = adv.reshape(-1)
   batch = {"tokens": tokens, "attention_mask": attn, "loss_mask": loss_mask, "old_logp": old_logp,
            "group_kind": np.repeat(kinds, g)}
   if algo.kl_coef > 0:
