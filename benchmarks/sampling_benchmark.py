@@ -75,8 +75,8 @@ def run_case(case, repeats, bandwidth_gbs):
   for mode, kw in MODES.items():
     # JAX: first call compiles; later calls (new keys) reuse the compiled code.
     def jax_run(seed):
-      # The decode layout (per-layer, fused q/k/v and gate/up weights) is made inside the timed call: a
-      # trainer pays it once per policy update, i.e. once per rollout batch.
+      # The decode layout (per-layer weights) is made inside the timed call: a trainer pays it once per
+      # policy update, i.e. once per rollout batch.
       out = sampling.generate(sampling.prepare_params(params), config, tokens, mask, jax.random.key(seed),
                               max_new_tokens=case.new,
                               stop_token_ids=(), top_k=0, **kw)

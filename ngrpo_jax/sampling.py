@@ -5,9 +5,8 @@ times along the batch (a group of G responses per prompt without recomputing the
 ``lax.while_loop`` decode loop over a preallocated, donated cache that stops as soon as every row finished.
 The whole loop stays on device: no host round trip per token. Each decode step is ``qwen2.forward`` on one
 token per row with the cache, unrolled over layers with per-layer cache buffers (``qwen2.unstack_cache``)
-and per-layer weights in the fused inference layout (``prepare_params``: q/k/v and gate/up concatenated, two
-matmuls per layer instead of five), made once before the loop: each layer attends its own buffer and writes
-only the new slot, so with the cache donated it is updated in place (no per-step copy of the cache or of a
+and per-layer weights (``prepare_params``) made once before the loop: each layer attends its own buffer and
+writes only the new slot, so with the cache donated it is updated in place (no per-step copy of the cache or of a
 layer's keys / weights, which XLA:CPU makes for slices of stacked arrays). Small models are prepared inside
 ``generate``; for large ones call ``prepare_params`` once per policy version and pass its result (otherwise
 the stacked weights are sliced inside every step, which avoids a second copy of the weights in memory).
@@ -385,14 +384,14 @@ _SLICE_WEIGHTS_ONCE_MAX_BYTES = 64 << 20
 
 @jax.jit
 def prepare_params(params: dict) -> dict:
-  """The decode layout of Qwen2 params: per-layer weights, q/k/v and gate/up fused (``qwen2.unstack_layers``).
+  """The decode layout of Qwen2 params: one weight dict per layer (``qwen2.unstack_layers``).
 
   ``generate`` accepts either layout and gives the same tokens; prepared params skip the per-step slicing
-  of stacked weights and run 2 matmuls per layer instead of 5. Costs one copy of the layer weights (make it
-  once per policy update, e.g. at the start of a rollout). params: the training (stacked) layout or an
+  of stacked weights (SMALL benchmark: 25 → 19 ms per decode step). Costs one copy of the layer weights
+  (make it once per policy update, e.g. at the start of a rollout). params: the training (stacked) layout or an
   already prepared one (returned unchanged). Works on sharded params (the result follows their sharding).
   """
-  return qwen2.unstack_layers(params, fuse=True)
+  return qwen2.unstack_layers(params)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "cache_len", "num_samples"))
@@ -453,7 +452,7 @@ def _decode(params, cache, logits, keys, max_new_tokens, temperature, top_p, min
   # Per-layer weights for the unrolled decode step, sliced once here rather than copied every step; this
   # costs one extra copy of the layer weights, so only below a size limit (``_Static.slice_weights_once``).
   if static.slice_weights_once:
-    params = qwen2.unstack_layers(params, fuse=True)
+    params = qwen2.unstack_layers(params)
 
   def body(s):
     step, tok, bufs, done, stopped, lengths, cache = s

@@ -122,7 +122,7 @@ def test_per_layer_cache_and_weights_match_the_stacked_scan():
   assert layered.v[0].shape == stacked.v.shape[1:]
   step = jnp.array([[7], [9]], jnp.int32)
   ref, ref_cache = qwen2.forward(params, config, step, cache=stacked)
-  for p in (params, qwen2.unstack_layers(params), qwen2.unstack_layers(params, fuse=True)):
+  for p in (params, qwen2.unstack_layers(params)):
     got, got_cache = qwen2.forward(p, config, step, cache=layered)
     np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.asarray(qwen2.stack_cache(got_cache).k), np.asarray(ref_cache.k), rtol=1e-6,

@@ -61,12 +61,15 @@ def default() -> loop.ExperimentConfig:
       # never solves them (a systematic, unlearnable-in-minutes failure, not a near miss).
       task=loop.TaskSpec(sft_difficulty=(1.5, 3.2), rl_difficulty=(2.5, 3.0), eval_difficulty=(2.5, 3.0),
                          num_sft_examples=6000, num_rl_prompts=3000, num_eval_problems=256),
-      sft=sft.SFTConfig(steps=600, batch_size=32, learning_rate=3e-3, warmup_steps=20, max_len=72),
+      # Unchunked log-probs (the [B, T, V] logits of the 100-token character vocabulary are small) and unrolled layers:
+      # the fastest XLA:CPU update for a 3-layer model (benchmarks/train_step_benchmark.py).
+      sft=sft.SFTConfig(steps=600, batch_size=32, learning_rate=3e-3, warmup_steps=20, max_len=72,
+                        logprob_chunk_size=None, unroll_layers=True),
       algorithm="ngrpo",
       algorithm_overrides=_algo_overrides("ngrpo"),
       rollout=rollout.RolloutConfig(group_size=8, groups_per_batch=16, max_prompt_len=12, max_new_tokens=56,
                                     temperature=1.0, max_refills=2),
-      update=update.UpdateConfig(ppo_epochs=2, num_minibatches=2, logprob_chunk_size=64),
+      update=update.UpdateConfig(ppo_epochs=2, num_minibatches=2, logprob_chunk_size=None, unroll_layers=True),
       optim=state.OptimConfig(warmup_steps=5, weight_decay=0.0),
       rl_steps=60,
       # Evaluated at the RL sampling temperature: at T = 0.6 the tiny policy is near-deterministic per

@@ -346,11 +346,9 @@ def _attention(p, config, x, cos, sin, allowed, kv=None, layer=None, write_at=No
   dtype = config.dtype
   B, T, _ = x.shape
   H, K, hd = config.num_attention_heads, config.num_key_value_heads, config.head_dim
-  if "qkv_proj" in p:  # fused inference layout (``unstack_layers(..., fuse=True)``): one matmul for q, k, v
-    q, k, v = jnp.split(_dense(x, p["qkv_proj"], dtype), (H * hd, (H + K) * hd), axis=-1)
-  else:
-    q, k, v = (_dense(x, p[name], dtype) for name in ("q_proj", "k_proj", "v_proj"))
-  q, k, v = q.reshape(B, T, H, hd), k.reshape(B, T, K, hd), v.reshape(B, T, K, hd)
+  q = _dense(x, p["q_proj"], dtype).reshape(B, T, H, hd)
+  k = _dense(x, p["k_proj"], dtype).reshape(B, T, K, hd)
+  v = _dense(x, p["v_proj"], dtype).reshape(B, T, K, hd)
   q = apply_rotary(q, cos, sin)
   k = apply_rotary(k, cos, sin).transpose(0, 2, 1, 3)  # [B, K, T, hd]
   v = v.transpose(0, 2, 1, 3)
@@ -390,9 +388,6 @@ def _attention(p, config, x, cos, sin, allowed, kv=None, layer=None, write_at=No
 
 def _mlp(p, x, dtype):
   """SwiGLU: W_down(silu(W_gate x) ⊙ W_up x) (Shazeer 2020, https://arxiv.org/abs/2002.05202)."""
-  if "gate_up_proj" in p:  # fused inference layout: one matmul for [W_gate | W_up]
-    gate, up = jnp.split(_dense(x, p["gate_up_proj"], dtype), 2, axis=-1)
-    return _dense(jax.nn.silu(gate) * up, p["down_proj"], dtype)
   return _dense(jax.nn.silu(_dense(x, p["gate_proj"], dtype)) * _dense(x, p["up_proj"], dtype), p["down_proj"],
                 dtype)
 
@@ -453,34 +448,14 @@ def stack_cache(cache: KVCache) -> KVCache:
   return cache.replace(k=jnp.stack([jnp.swapaxes(x, -1, -2) for x in cache.k]), v=jnp.stack(cache.v))
 
 
-def _fuse_layer(layer: dict) -> dict:
-  """One layer's params in the fused inference layout: q/k/v → ``qkv_proj``, gate/up → ``gate_up_proj``."""
-  attn, mlp = layer["self_attn"], layer["mlp"]
-  cat = lambda names, leaf: jnp.concatenate([attn[n][leaf] for n in names], axis=-1)
-  qkv = {"kernel": cat(("q_proj", "k_proj", "v_proj"), "kernel")}
-  if "bias" in attn["q_proj"]:
-    qkv["bias"] = cat(("q_proj", "k_proj", "v_proj"), "bias")
-  gate_up = {"kernel": jnp.concatenate([mlp["gate_proj"]["kernel"], mlp["up_proj"]["kernel"]], axis=-1)}
-  return {**layer, "self_attn": {"qkv_proj": qkv, "o_proj": attn["o_proj"]},
-          "mlp": {"gate_up_proj": gate_up, "down_proj": mlp["down_proj"]}}
-
-
-def unstack_layers(params: dict, fuse: bool = False) -> dict:
-  """params with ``params["layers"]`` as a tuple of L per-layer dicts, for an unrolled decode step.
-
-  Slicing the stacked weights once outside a decode loop avoids a per-step copy of each layer's weights.
-  With ``fuse=True`` each layer is also put in the fused inference layout: ``qkv_proj`` = [W_q | W_k | W_v]
-  ([D, (H + 2K)·hd], biases concatenated likewise) and ``gate_up_proj`` = [W_gate | W_up] ([D, 2F]), so a
-  decode step runs 2 matmuls instead of 5 per layer for the same result. Either form costs one copy of the
-  layer weights; the forward functions accept both (training uses the stacked, unfused layout).
-  """
+def unstack_layers(params: dict) -> dict:
+  """params with ``params["layers"]`` as a tuple of L per-layer dicts (for an unrolled decode step; slicing
+  the stacked weights once outside a decode loop avoids a per-step copy of each layer's weights)."""
   layers = params["layers"]
-  if not isinstance(layers, (tuple, list)):
-    num = jax.tree.leaves(layers)[0].shape[0]
-    layers = tuple(jax.tree.map(lambda x, i=i: x[i], layers) for i in range(num))
-  if fuse:
-    layers = tuple(lp if "qkv_proj" in lp["self_attn"] else _fuse_layer(lp) for lp in layers)
-  return {**params, "layers": tuple(layers)}
+  if isinstance(layers, (tuple, list)):
+    return params
+  num = jax.tree.leaves(layers)[0].shape[0]
+  return {**params, "layers": tuple(jax.tree.map(lambda x, i=i: x[i], layers) for i in range(num))}
 
 
 def init_cache(config: Qwen2Config, batch_size: int, max_len: int, dtype=None) -> KVCache:
@@ -589,8 +564,12 @@ def hidden_states(params: dict, config: Qwen2Config, tokens: jax.Array, *, atten
   elif per_layer_params:
     raise ValueError("per-layer params (unstack_layers) are only supported with a cache")
   elif unroll_layers:
-    for i in range(config.num_hidden_layers):
-      carry, _ = body(carry, jax.tree.map(lambda x, i=i: x[i], params["layers"]))
+    # One split per stacked weight (its transpose is a single concatenate of the per-layer gradients; static
+    # slices x[i] would transpose to L zero-padded full-size buffers summed together).
+    L = config.num_hidden_layers
+    split = jax.tree.map(lambda x: [y[0] for y in jnp.split(x, L, axis=0)], params["layers"])
+    for i in range(L):
+      carry, _ = body(carry, jax.tree.map(lambda x, i=i: x[i], split, is_leaf=lambda x: isinstance(x, list)))
   else:
     carry, _ = jax.lax.scan(body, carry, xs)
   if cache is None:

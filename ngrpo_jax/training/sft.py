@@ -26,7 +26,8 @@ class SFTConfig:
     steps: optimiser steps.  batch_size: sequences per step.
     learning_rate, warmup_steps, weight_decay: AdamW with linear warm-up then cosine decay to 10%.
     max_len: sequences (prompt + completion) are padded / must fit to this many tokens.
-    logprob_chunk_size: time chunk of the log-prob computation.
+    logprob_chunk_size: time chunk of the log-prob computation (None: unchunked, logits kept).
+    unroll_layers: decoder layers as a Python loop instead of a scan (see ``update.UpdateConfig``).
   """
   steps: int = 200
   batch_size: int = 32
@@ -34,7 +35,8 @@ class SFTConfig:
   warmup_steps: int = 20
   weight_decay: float = 0.0
   max_len: int = 96
-  logprob_chunk_size: int = 128
+  logprob_chunk_size: Optional[int] = 128
+  unroll_layers: bool = False
 
   def __post_init__(self):
     for f in ("steps", "batch_size", "max_len"):
@@ -63,12 +65,16 @@ def pack_examples(prompts: Sequence[Sequence[int]], completions: Sequence[Sequen
   return {"tokens": tokens, "attention_mask": attn, "loss_mask": loss_mask}
 
 
-def make_sft_step(model_config, optimizer: optax.GradientTransformation, chunk_size: int = 128):
-  """Jitted ``step(params, opt_state, batch) -> (params, opt_state, loss)`` (token-mean cross-entropy)."""
+def make_sft_step(model_config, optimizer: optax.GradientTransformation, chunk_size: Optional[int] = 128,
+                  unroll_layers: bool = False):
+  """Jitted ``step(params, opt_state, batch) -> (params, opt_state, loss)`` (token-mean cross-entropy).
+
+  chunk_size / unroll_layers: as ``SFTConfig.logprob_chunk_size`` / ``SFTConfig.unroll_layers``.
+  """
 
   def loss_fn(params, batch):
     hidden, _ = models.hidden_states(params, model_config, batch["tokens"][:, :-1],
-                                     attention_mask=batch["attention_mask"][:, :-1])
+                                     attention_mask=batch["attention_mask"][:, :-1], unroll_layers=unroll_layers)
     logp = models.token_logprobs(params, model_config, hidden, batch["tokens"][:, 1:], chunk_size=chunk_size)
     m = batch["loss_mask"]
     return -jnp.sum(logp * m) / jnp.maximum(jnp.sum(m), 1.0)
@@ -97,7 +103,7 @@ def train_sft(params, model_config, examples: dict, cfg: SFTConfig, seed: int = 
   opt, _ = state_lib.make_optimizer(ocfg, cfg.learning_rate)
   params = jax.tree_util.tree_map(jnp.array, params)
   opt_state = opt.init(params)
-  step = make_sft_step(model_config, opt, cfg.logprob_chunk_size)
+  step = make_sft_step(model_config, opt, cfg.logprob_chunk_size, cfg.unroll_layers)
   rng = np.random.default_rng(seed)
   t0 = time.perf_counter()
   losses, tokens = [], 0
