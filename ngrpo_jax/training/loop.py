@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ngrpo_jax import metrics as metrics_lib
+from ngrpo_jax import sampling as sampling_lib
 from ngrpo_jax.training import algorithms as algorithms_lib
 from ngrpo_jax.training import breakdown as breakdown_lib
 from ngrpo_jax.training import checkpoint as checkpoint_lib
@@ -680,11 +681,14 @@ def run(cfg: ExperimentConfig, workdir, *, log_stream=None, grade_fn=None) -> di
       t0 = time.perf_counter()
       step = int(state.step)
       sample_key, next_rng = jax.random.split(jnp.asarray(state.rng, jnp.uint32))
+      # The sampler's decode layout (per-layer weights), made once per step for all of its sampler calls;
+      # otherwise models > 64 MiB would slice their stacked weights inside every decode step.
       batch, m, position = rollout_lib.collect(
           fns, algo, cfg.rollout, stream_rl, int(state.data_position), sample_key,
           policy_params=state.params["policy"], ref_params=state.ref_params,
           value_params=state.params.get("value"), pad_id=pad_id, eos_ids=eos_ids, format_token_ids=format_ids,
-          expected_draws=min(recent_draws, default=1))
+          expected_draws=min(recent_draws, default=1),
+          generate_params=sampling_lib.prepare_params(state.params["policy"]))
       recent_draws.append(int(m["sampling/draws"]))
       jbatch = place_batch(batch, mesh)
       if grad_norms is not None and step % cfg.group_grad_norm_every == 0:

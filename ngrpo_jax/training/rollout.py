@@ -295,7 +295,7 @@ def _grade_draw(fns: RolloutFns, draw: _Draw) -> tuple[np.ndarray, np.ndarray, f
 def collect(fns: RolloutFns, algo: algorithms_lib.Algorithm, cfg: RolloutConfig, stream: PromptStream,
             position: int, key, *, policy_params, ref_params=None, value_params=None, pad_id: int = 0,
             eos_ids: Sequence[int] = (), format_token_ids: Sequence[int] = (),
-            expected_draws: int = 1) -> tuple[dict, dict, int]:
+            expected_draws: int = 1, generate_params=None) -> tuple[dict, dict, int]:
   """One training batch.  Returns (batch of numpy arrays, metrics, new data position).
 
   Draw d (d = 0, 1, ... ≤ max_refills with dynamic sampling) samples G responses for the prompts at stream
@@ -324,6 +324,8 @@ def collect(fns: RolloutFns, algo: algorithms_lib.Algorithm, cfg: RolloutConfig,
     pad_id: token used for padding.  eos_ids: stop tokens (end-token probability metric).
     format_token_ids: tokens of the answer scaffold (e.g. ``\\boxed{``) for the format-probability metric.
     expected_draws: draws to sample without waiting for grades (pipeline only; default 1: none ahead).
+    generate_params: the params ``fns.generate`` samples with (default ``policy_params``), e.g. the same
+      policy in the sampler's decode layout (``sampling.prepare_params``), made once for all draws.
   """
   if not isinstance(expected_draws, int) or expected_draws < 1:
     raise ValueError(f"expected_draws must be an int >= 1, got {expected_draws!r}")
@@ -339,7 +341,8 @@ def collect(fns: RolloutFns, algo: algorithms_lib.Algorithm, cfg: RolloutConfig,
     problems = stream.take(position + d * n_groups, n_groups)
     ptoks, pmask = left_pad([p["prompt_ids"] for p in problems], cfg.max_prompt_len, pad_id)
     t0 = time.perf_counter()
-    samples = fns.generate(policy_params, ptoks, pmask, jax.random.fold_in(key, d))
+    samples = fns.generate(policy_params if generate_params is None else generate_params, ptoks, pmask,
+                           jax.random.fold_in(key, d))
     jax.block_until_ready(samples.tokens)
     times["sampling"] += time.perf_counter() - t0
     golds = [problems[i // g]["answer"] for i in range(len(samples.tokens))]
