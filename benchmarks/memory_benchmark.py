@@ -6,7 +6,7 @@ surrogate of ``ngrpo_jax.losses.policy_loss`` minus 0.001 · entropy → ``jax.v
 
   naive          full float32 logits [B, T, V] (``qwen2.forward``), ``log_softmax`` + gather, no remat
   naive+remat    as naive, decoder layers rematerialised (``Qwen2Config.remat``)
-  chunked        ``logprobs.token_logprobs`` (time chunks of --chunk_size, logits recomputed in its custom VJP), no remat
+  chunked        ``logprobs.token_logprobs`` (time chunks of --chunk_size, logits recomputed in the VJP), no remat
   chunked+remat  both
 
 For each variant XLA's buffer assignment is read from ``jax.jit(step).lower(...).compile().memory_analysis()``

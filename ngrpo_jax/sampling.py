@@ -389,7 +389,7 @@ def prepare_params(params: dict) -> dict:
   ``generate`` accepts either layout and gives the same tokens; prepared params skip the per-step slicing
   of stacked weights (SMALL benchmark: 25 → 19 ms per decode step). Costs one copy of the layer weights
   (make it once per policy update, e.g. at the start of a rollout). params: the training (stacked) layout or an
-  already prepared one (returned unchanged). Works on sharded params (the result follows their sharding).
+  already prepared one (same values). Works on sharded params (the sharded training loop uses it).
   """
   return qwen2.unstack_layers(params)
 
