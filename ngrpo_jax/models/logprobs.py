@@ -25,8 +25,9 @@ from ngrpo_jax.models import qwen2
 
 
 def _logits(h, w, tied, dtype, temperature):
-  """z = (h W_head) / τ in float32: h [N, D]; w = W_head [D, V] (or the embedding [V, D] when tied)."""
-  h, w = h.astype(dtype), w.astype(dtype)
+  """z = (h W_head) / τ in float32: h [N, D]; w = W_head [D, V] (or the embedding [V, D] when tied), already
+  in the compute dtype (cast once per call by the caller, not once per chunk)."""
+  h = h.astype(dtype)
   z = h @ w.T if tied else h @ w
   return z.astype(jnp.float32) / temperature
 
@@ -77,14 +78,15 @@ def _head_stats(hidden, targets, w, temperature, num_chunks, tied, dtype, with_e
 def _head_stats_fwd(hidden, targets, w, temperature, num_chunks, tied, dtype, with_entropy):
   B = hidden.shape[0]
   hc, yc = _split(hidden, num_chunks), _split(targets, num_chunks)
+  wd = w.astype(dtype)
   if num_chunks == 1:
-    z, logp, lse, ent = _chunk_forward(hc[0], yc[0], w, temperature, tied, dtype, with_entropy)
+    z, logp, lse, ent = _chunk_forward(hc[0], yc[0], wd, temperature, tied, dtype, with_entropy)
     logp, lse = logp[None], lse[None]
     ent = None if ent is None else ent[None]
     saved_logits = z
   else:
     def body(xs):
-      return _chunk_forward(xs[0], xs[1], w, temperature, tied, dtype, with_entropy)[1:]
+      return _chunk_forward(xs[0], xs[1], wd, temperature, tied, dtype, with_entropy)[1:]
     logp, lse, ent = jax.lax.map(body, (hc, yc))
     saved_logits = None
   out = (_merge(logp, B), None if ent is None else _merge(ent, B))
@@ -98,12 +100,12 @@ def _head_stats_bwd(num_chunks, tied, dtype, with_entropy, res, g):
   glc = _split(g_logp, num_chunks)
   gec = _split(g_ent, num_chunks) if with_entropy else jnp.zeros_like(glc)
   entc = ent if with_entropy else jnp.zeros_like(lse)
+  wd = w.astype(dtype)
 
   def chunk_grads(h, y, lse_c, ent_c, gl, ge, z):
     if z is None:
-      z = _logits(h, w, tied, dtype, temperature)
+      z = _logits(h, wd, tied, dtype, temperature)
     dz = _logit_cotangent(z, y, lse_c, ent_c if with_entropy else None, gl, ge, temperature).astype(dtype)
-    wd = w.astype(dtype)
     dh = dz @ wd if tied else dz @ wd.T                        # [N, D]
     hd = h.astype(dtype)
     dw = dz.T @ hd if tied else hd.T @ dz                       # like w: [V, D] tied, [D, V] untied

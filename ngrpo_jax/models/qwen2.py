@@ -449,13 +449,19 @@ def stack_cache(cache: KVCache) -> KVCache:
 
 
 def unstack_layers(params: dict) -> dict:
-  """params with ``params["layers"]`` as a tuple of L per-layer dicts (for an unrolled decode step; slicing
-  the stacked weights once outside a decode loop avoids a per-step copy of each layer's weights)."""
+  """params with ``params["layers"]`` as a tuple of L per-layer dicts (unrolled layers: the decode step, or
+  ``hidden_states(unroll_layers=True)``; slicing the stacked weights once outside a decode loop avoids a
+  per-step copy of each layer's weights). One ``split`` per stacked weight: its transpose is a single
+  concatenate of the per-layer gradients (static slices x[i] would transpose to L zero-padded full-size
+  buffers summed together)."""
   layers = params["layers"]
   if isinstance(layers, (tuple, list)):
     return params
   num = jax.tree.leaves(layers)[0].shape[0]
-  return {**params, "layers": tuple(jax.tree.map(lambda x, i=i: x[i], layers) for i in range(num))}
+  parts = jax.tree.map(lambda x: jnp.split(x, num, axis=0), layers)
+  per_layer = tuple(jax.tree.map(lambda x, i=i: x[i][0], parts, is_leaf=lambda x: isinstance(x, list))
+                    for i in range(num))
+  return {**params, "layers": per_layer}
 
 
 def init_cache(config: Qwen2Config, batch_size: int, max_len: int, dtype=None) -> KVCache:
@@ -564,12 +570,8 @@ def hidden_states(params: dict, config: Qwen2Config, tokens: jax.Array, *, atten
   elif per_layer_params:
     raise ValueError("per-layer params (unstack_layers) are only supported with a cache")
   elif unroll_layers:
-    # One split per stacked weight (its transpose is a single concatenate of the per-layer gradients; static
-    # slices x[i] would transpose to L zero-padded full-size buffers summed together).
-    L = config.num_hidden_layers
-    split = jax.tree.map(lambda x: [y[0] for y in jnp.split(x, L, axis=0)], params["layers"])
-    for i in range(L):
-      carry, _ = body(carry, jax.tree.map(lambda x, i=i: x[i], split, is_leaf=lambda x: isinstance(x, list)))
+    for layer_params in unstack_layers(params)["layers"]:
+      carry, _ = body(carry, layer_params)
   else:
     carry, _ = jax.lax.scan(body, carry, xs)
   if cache is None:
