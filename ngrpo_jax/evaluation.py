@@ -9,7 +9,7 @@ This module is the host-side loop that produces those numbers for any policy:
 
 The sampler and the grader are injected (``SampleFn`` / ``GradeFn``), so the loop runs with a fake sampler
 in tests, with :func:`make_policy_sample_fn` (``ngrpo_jax.sampling.generate`` on a Qwen2 policy) and
-:class:`CheckerGrader` (the SymPy checker in worker processes) in ``experiments/evaluate.py``.
+:class:`ngrpo_jax.grading.Grader` (the SymPy checker in worker processes) in ``experiments/evaluate.py``.
 
 Resumability. :func:`evaluate` writes one shard file per batch of problems into ``<out_dir>/shards/``
 (atomically: a temporary file renamed into place), so the set of shard files on disk *is* the done-set; a
@@ -72,46 +72,6 @@ SampleFn = Callable[[Sequence[str], np.ndarray, jax.Array], Completions]
 GradeFn = Callable[[Sequence[str], Sequence[str]], Sequence[Any]]
 
 
-class CheckerGrader:
-  """``GradeFn`` backed by ``ngrpo_jax.grading.grade_batch`` with one reusable worker pool.
-
-  Use as a context manager (or call ``close()``) so the worker processes are shut down.
-
-  Args:
-    num_workers: grading worker processes (>= 1; default 2).
-    timeout: seconds per answer for the symbolic stage (default 1.0, as the authors' grader).
-    require_boxed: only accept answers inside ``\\boxed{}``.
-    pool: an existing ``grading.WorkerPool`` to grade with (e.g. the trainer's); it is not closed by
-      ``close()``. Default: a new pool of ``num_workers`` processes, owned by this grader.
-  """
-
-  def __init__(self, num_workers: int = 2, timeout: float = 1.0, require_boxed: bool = False, pool=None):
-    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
-      raise ValueError(f"num_workers must be a positive int, got {num_workers!r}")
-    if not timeout > 0:
-      raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
-    from ngrpo_jax import grading  # pylint: disable=g-import-not-at-top  (worker processes start lazily)
-    self._grading = grading
-    self._owns_pool = pool is None
-    self._pool = grading.WorkerPool(num_workers) if pool is None else pool
-    self._timeout = float(timeout)
-    self._require_boxed = bool(require_boxed)
-
-  def __call__(self, golds, responses):
-    return self._grading.grade_batch(list(golds), list(responses), timeout=self._timeout,
-                                     require_boxed=self._require_boxed, pool=self._pool)
-
-  def close(self):
-    if self._owns_pool:
-      self._pool.close()
-
-  def __enter__(self):
-    return self
-
-  def __exit__(self, *exc):
-    self.close()
-
-
 def make_policy_sample_fn(params, config, tokenizer, *, num_samples: int, max_new_tokens: int,
                           temperature: float = 0.6, top_p: float = 0.95, top_k: int = 0,
                           samples_per_call: Optional[int] = None, pad_batch_to: Optional[int] = None,
@@ -141,54 +101,43 @@ def make_policy_sample_fn(params, config, tokenizer, *, num_samples: int, max_ne
   Returns:
     ``sample_fn(prompts, problem_indices, key) -> Completions``.
   """
-  from ngrpo_jax import sampling  # pylint: disable=g-import-not-at-top
+  from ngrpo_jax import sampling  # pylint: disable=g-import-not-at-top  (the evaluation namespace is lazy)
   n = _positive_int("num_samples", num_samples)
   per_call = n if samples_per_call is None else _positive_int("samples_per_call", samples_per_call)
   per_call = min(per_call, n)
-  _positive_int("max_new_tokens", max_new_tokens)
   pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (config.pad_token_id or 0)
+  samplers = {g: sampling.make_sampler(config, num_samples=g, max_new_tokens=max_new_tokens, temperature=temperature,
+                                       top_p=top_p, top_k=top_k, stop_token_ids=stop_token_ids, pad_token_id=pad_id)
+              for g in {per_call, n % per_call} if g}
 
   def sample_fn(prompts, problem_indices, key):
     b = len(prompts)
     indices = np.asarray(problem_indices, np.int64)
     if indices.shape != (b,):
       raise ValueError(f"problem_indices must be int[{b}], got shape {indices.shape}")
-    prompts, indices = list(prompts), indices
+    prompts = list(prompts)
     if pad_batch_to is not None and b < pad_batch_to:
       extra = pad_batch_to - b
       prompts = prompts + [prompts[-1]] * extra
       indices = np.concatenate([indices, np.full((extra,), indices[-1])])
     ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-    length = max(len(x) for x in ids)
     if min(len(x) for x in ids) == 0:
       raise ValueError("a prompt encodes to zero tokens")
-    if pad_prompts_to is not None:
-      if length > pad_prompts_to:
-        raise ValueError(f"a prompt encodes to {length} tokens, more than pad_prompts_to={pad_prompts_to}")
-      length = pad_prompts_to
-    tokens = np.full((len(ids), length), pad_id, np.int32)
-    mask = np.zeros((len(ids), length), bool)
-    for r, x in enumerate(ids):
-      tokens[r, length - len(x):] = x
-      mask[r, length - len(x):] = True
+    length = max(len(x) for x in ids) if pad_prompts_to is None else pad_prompts_to
+    tokens, mask = sampling.left_pad(ids, length, pad_id, what="pad_prompts_to")
     texts = [[None] * n for _ in range(b)]
     num_tokens = np.zeros((b, n), np.int64)
     truncated = np.zeros((b, n), bool)
     for j0 in range(0, n, per_call):
       g = min(per_call, n - j0)
       stream_ids = (indices[:, None] * n + j0 + np.arange(g)[None, :]).reshape(-1)
-      out = sampling.generate(params, config, tokens, mask, key, max_new_tokens=max_new_tokens,
-                              temperature=temperature, top_p=top_p, top_k=top_k, num_samples=g,
-                              pad_token_id=pad_id, stop_token_ids=stop_token_ids, stream_ids=stream_ids)
-      out_tokens = np.asarray(out.tokens)
-      lengths = np.asarray(out.lengths)
-      finish = np.asarray(out.finish_reason)
+      out = samplers[g](params, tokens, mask, key, stream_ids=stream_ids)
       for p in range(b):
         for s in range(g):
           r = p * g + s
-          texts[p][j0 + s] = tokenizer.decode(out_tokens[r, :lengths[r]].tolist(), skip_special_tokens=True)
-          num_tokens[p, j0 + s] = lengths[r]
-          truncated[p, j0 + s] = finish[r] == sampling.FINISH_LENGTH
+          texts[p][j0 + s] = tokenizer.decode(out.tokens[r, :out.lengths[r]].tolist(), skip_special_tokens=True)
+          num_tokens[p, j0 + s] = out.lengths[r]
+          truncated[p, j0 + s] = out.finish_reason[r] == sampling.FINISH_LENGTH
     return Completions(texts=texts, num_tokens=num_tokens, truncated=truncated)
 
   return sample_fn

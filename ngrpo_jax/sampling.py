@@ -595,3 +595,45 @@ def generate(params, config: qwen2.Qwen2Config, prompt_tokens, prompt_mask, key:
       sampling_logprobs=slps[:, :max_new_tokens] if slps is not None else None,
       prompt_index=jnp.repeat(jnp.arange(b, dtype=jnp.int32), num_samples),
   )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The sampler adapter shared by the trainer and the evaluation.
+
+
+def left_pad(seqs: Sequence[Sequence[int]], length: int, pad_id: int, *,
+             what: str = "max_prompt_len") -> tuple[np.ndarray, np.ndarray]:
+  """Left-pads token lists to ``length`` → (int32[N, length], bool[N, length]) as ``generate`` expects.
+
+  A sequence longer than ``length`` raises a ValueError naming ``what`` (the setting that fixes ``length``).
+  """
+  tokens = np.full((len(seqs), length), pad_id, np.int32)
+  mask = np.zeros((len(seqs), length), bool)
+  for i, s in enumerate(seqs):
+    if len(s) > length:
+      raise ValueError(f"prompt {i} has {len(s)} tokens, more than {what}={length}")
+    if len(s):
+      tokens[i, length - len(s):] = s
+      mask[i, length - len(s):] = True
+  return tokens, mask
+
+
+def make_sampler(config: qwen2.Qwen2Config, *, num_samples: int, max_new_tokens: int, temperature: float = 1.0,
+                 top_p: float = 1.0, top_k: int = 0, min_p: float = 0.0,
+                 stop_token_ids: Optional[Sequence[int]] = None, pad_token_id: Optional[int] = None):
+  """``sample(params, prompt_tokens, prompt_mask, key, stream_ids=None) -> GenerateOutput`` with host arrays.
+
+  :func:`generate` with fixed settings (G = ``num_samples`` responses per left-padded prompt), its result
+  fetched to numpy (``jax.device_get``) for the host-side decoding and grading that follows. The trainer's
+  rollout and the held-out evaluation both sample through it.
+  """
+  if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
+    raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+
+  def sample(params, prompt_tokens, prompt_mask, key, stream_ids=None) -> GenerateOutput:
+    out = generate(params, config, prompt_tokens, prompt_mask, key, max_new_tokens=max_new_tokens,
+                   temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p, stop_token_ids=stop_token_ids,
+                   num_samples=num_samples, pad_token_id=pad_token_id, stream_ids=stream_ids)
+    return jax.device_get(out)
+
+  return sample

@@ -1,16 +1,17 @@
-"""Experiment presets for ``python -m experiments.train --config=NAME``.
+"""Experiment config files for ``python -m experiments.train --config=<file>:<arg>`` (absl ``config_flags``).
 
-``cpu.py`` holds the runnable CPU presets (the embedded default demo, a CI smoke run, one per algorithm);
-``paper.py`` documents the NGRPO paper's Qwen2.5-Math-7B runs (not runnable on a CPU).
+``cpu.py`` holds the runnable CPU presets (the embedded default demo, a CI smoke run, one per algorithm, the
+NGRPO ablations); ``paper.py`` the NGRPO paper's Qwen2.5-Math-7B runs (not runnable on a CPU).
 """
-from experiments.configs import cpu
-from experiments.configs import paper
+import pathlib
 
-PRESETS = {**cpu.PRESETS, **paper.PRESETS}
+CONFIG_DIR = pathlib.Path(__file__).resolve().parent
 
 
-def get_config(name: str):
-  """The ``ExperimentConfig`` of a preset; unknown names raise a ValueError listing the choices."""
-  if name not in PRESETS:
-    raise ValueError(f"unknown --config preset {name!r}; choose one of: {', '.join(sorted(PRESETS))}")
-  return PRESETS[name]()
+def list_configs() -> list:
+  """Every ``<file>:<arg>`` the two config files accept (the ablation takes switches after commas)."""
+  from experiments.configs import cpu  # pylint: disable=g-import-not-at-top  (imports the trainer)
+  from experiments.configs import paper  # pylint: disable=g-import-not-at-top
+  rel = "experiments/configs"
+  return ([f"{rel}/cpu.py:{name}" for name in cpu.PRESETS] + [f"{rel}/cpu.py:ngrpo_ablation[,switch=value...]"]
+          + [f"{rel}/paper.py:{name}" for name in paper.PRESETS])

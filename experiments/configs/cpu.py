@@ -26,47 +26,59 @@ minutes.  Longer NGRPO runs / higher learning rates erode the answer format (its
 negative number in every group); ``parseable_frac`` and ``format/*`` show it and
 ``rollout.format_reward`` / ``algo.kl_coef`` / a lower ``algo.learning_rate`` are the remedies.
 
-``smoke`` is the same pipeline shrunk to ~1 minute (the CI end-to-end test).  ``cpu_<algo>`` run the
-default's recipe with another algorithm (per-algorithm learning rates, the same entropy bonus; the
-algorithm preset's own KL coefficient is kept).
+``smoke`` is the same pipeline shrunk to ~1 minute (the CI end-to-end test).  ``<algo>`` (ngrpo, grpo,
+dapo, psr_nsr, psr_only, nsr_only, ppo) run the default's recipe with another algorithm (per-algorithm
+learning rates, the same entropy bonus; the algorithm preset's own KL term is kept); ``ngrpo_ablation``
+takes the switches of ``algorithms.ngrpo_ablation`` after commas.
+
+Used as absl config files (big_vision's convention)::
+
+  python -m experiments.train --config=experiments/configs/cpu.py:grpo --config.rl_steps=20
+  python -m experiments.train --config=experiments/configs/cpu.py:ngrpo_ablation,virtual_count=2,keep_all_wrong=False
 """
+import ast
 import dataclasses
 
-from ngrpo_jax.training import loop
+from ngrpo_jax.training import algorithms
+from ngrpo_jax.training import config
+from ngrpo_jax.training import objective
 from ngrpo_jax.training import rollout
 from ngrpo_jax.training import sft
 from ngrpo_jax.training import state
 from ngrpo_jax.training import update
 
 # Per-algorithm peak learning rates for the tiny model (NGRPO's advantages sum to a negative number in
-# every group, so it gets a lower rate than GRPO; see NGRPO.md's CPU notes).
+# every group, so it gets a lower rate than GRPO).
 CPU_LEARNING_RATES = {"ngrpo": 5e-5, "grpo": 1e-4, "dapo": 1e-4, "psr_nsr": 5e-5, "psr_only": 1e-4,
                       "nsr_only": 5e-5, "ppo": 1e-4}
 # Entropy bonus of the CPU presets: without it the tiny policy's entropy falls during RL and pass@16 drops
-# further (seed 0, old warm-start: pass@16 -12.1 points without, -5.1 with 0.02).  NGRPO's rate was chosen by
-# measurement (seeds 0 / 1: +3.8 / +5.4 pass@1 points at 5e-5 vs -3.5 / +2.8 at 1e-4); the others are untuned.
+# further (docs/default_calibration.md).  NGRPO's rate was chosen by measurement (seeds 0 / 1: +3.8 / +5.4
+# pass@1 points at 5e-5 vs -3.5 / +2.8 at 1e-4); the others are untuned.
 CPU_ENTROPY_COEF = 0.02
 
 
-def _algo_overrides(algorithm):
-  return (("learning_rate", CPU_LEARNING_RATES[algorithm]), ("entropy_coef", CPU_ENTROPY_COEF))
+def cpu_algorithm(algo: algorithms.Algorithm, learning_rate: float) -> algorithms.Algorithm:
+  """``algo`` with the CPU learning rate and entropy bonus."""
+  algo = algorithms.with_term(algo, objective.entropy_term(CPU_ENTROPY_COEF))
+  return dataclasses.replace(algo, learning_rate=learning_rate)
 
 
-def default() -> loop.ExperimentConfig:
-  return loop.ExperimentConfig(
+def default(algo: algorithms.Algorithm = None) -> config.ExperimentConfig:
+  """The embedded default experiment (NGRPO unless ``algo`` is given)."""
+  algo = algo or cpu_algorithm(algorithms.PRESETS["ngrpo"], CPU_LEARNING_RATES["ngrpo"])
+  return config.ExperimentConfig(
       name="default",
-      model=loop.ModelSpec(hidden_size=128, intermediate_size=384, num_hidden_layers=3, num_attention_heads=4,
-                           num_key_value_heads=2),
+      model=config.ModelSpec(hidden_size=128, intermediate_size=384, num_hidden_layers=3, num_attention_heads=4,
+                             num_key_value_heads=2),
       # 4-digit problems are excluded from RL / held-out: the warm-start barely covers them and the policy
       # never solves them (a systematic, unlearnable-in-minutes failure, not a near miss).
-      task=loop.TaskSpec(sft_difficulty=(1.5, 3.2), rl_difficulty=(2.5, 3.0), eval_difficulty=(2.5, 3.0),
-                         num_sft_examples=6000, num_rl_prompts=3000, num_eval_problems=256),
-      # Unchunked log-probs (the [B, T, V] logits of the 100-token character vocabulary are small) and unrolled layers:
-      # the fastest XLA:CPU update for a 3-layer model (benchmarks/train_step_benchmark.py).
+      task=config.TaskSpec(sft_difficulty=(1.5, 3.2), rl_difficulty=(2.5, 3.0), eval_difficulty=(2.5, 3.0),
+                           num_sft_examples=6000, num_rl_prompts=3000, num_eval_problems=256),
+      # Unchunked log-probs (the [B, T, V] logits of the 100-token character vocabulary are small) and unrolled
+      # layers: the fastest XLA:CPU update for a 3-layer model (docs/benchmarks.md).
       sft=sft.SFTConfig(steps=600, batch_size=32, learning_rate=3e-3, warmup_steps=20, max_len=72,
                         logprob_chunk_size=None, unroll_layers=True),
-      algorithm="ngrpo",
-      algorithm_overrides=_algo_overrides("ngrpo"),
+      algorithm=algo,
       rollout=rollout.RolloutConfig(group_size=8, groups_per_batch=16, max_prompt_len=12, max_new_tokens=56,
                                     temperature=1.0, max_refills=2),
       update=update.UpdateConfig(ppo_epochs=2, num_minibatches=2, logprob_chunk_size=None, unroll_layers=True),
@@ -74,17 +86,18 @@ def default() -> loop.ExperimentConfig:
       rl_steps=60,
       # Evaluated at the RL sampling temperature: at T = 0.6 the tiny policy is near-deterministic per
       # problem (solved 0/16 or 16/16), which hides changes in its solve rates.
-      eval=loop.EvalSpec(num_samples=16, temperature=1.0, top_p=1.0, batch_problems=32),
+      eval=config.EvalSpec(num_samples=16, temperature=1.0, top_p=1.0, batch_problems=32),
       checkpoint_every=20, keep_checkpoints=2, group_grad_norm_every=10, grading_workers=1,
       time_budget_s=540.0)
 
 
-def smoke() -> loop.ExperimentConfig:
+def smoke() -> config.ExperimentConfig:
+  """The default pipeline shrunk to about a minute (the CI end-to-end test)."""
   cfg = default()
   return dataclasses.replace(
       cfg, name="smoke",
-      model=loop.ModelSpec(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                           num_key_value_heads=1),
+      model=config.ModelSpec(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                             num_key_value_heads=1),
       task=dataclasses.replace(cfg.task, num_sft_examples=64, num_rl_prompts=64, num_eval_problems=8,
                                sft_difficulty=(1.0, 2.0), rl_difficulty=(1.0, 2.0), eval_difficulty=(1.0, 2.0)),
       sft=dataclasses.replace(cfg.sft, steps=10, batch_size=8, max_len=40),
@@ -95,11 +108,39 @@ def smoke() -> loop.ExperimentConfig:
       checkpoint_every=2, group_grad_norm_every=2, time_budget_s=None)
 
 
-def _cpu(algorithm):
-  def make():
-    return dataclasses.replace(default(), name=f"cpu_{algorithm}", algorithm=algorithm,
-                               algorithm_overrides=_algo_overrides(algorithm))
-  return make
+def cpu(algorithm: str) -> config.ExperimentConfig:
+  """The default recipe with another algorithm preset (its CPU learning rate, the CPU entropy bonus)."""
+  algo = cpu_algorithm(algorithms.PRESETS[algorithm], CPU_LEARNING_RATES[algorithm])
+  return dataclasses.replace(default(algo), name=f"cpu_{algorithm}")
 
 
-PRESETS = {"default": default, "smoke": smoke, **{f"cpu_{a}": _cpu(a) for a in CPU_LEARNING_RATES}}
+def ablation(**switches) -> config.ExperimentConfig:
+  """An NGRPO ablation (paper Tables 2 and 3) with the default recipe."""
+  algo = cpu_algorithm(algorithms.ngrpo_ablation(**switches), CPU_LEARNING_RATES["ngrpo"])
+  return dataclasses.replace(default(algo), name=f"cpu_{algo.name}")
+
+
+PRESETS = {"default": default, "smoke": smoke, **{a: (lambda a=a: cpu(a)) for a in CPU_LEARNING_RATES}}
+
+
+def build(arg=None) -> config.ExperimentConfig:
+  """The typed config of ``arg``: a preset name, or ``ngrpo_ablation[,switch=value...]``."""
+  name, *rest = (arg or "default").split(",")
+  if name == "ngrpo_ablation":
+    switches = {}
+    for item in rest:
+      key, _, value = item.partition("=")
+      try:
+        switches[key.strip()] = ast.literal_eval(value.strip())
+      except (ValueError, SyntaxError):
+        switches[key.strip()] = value.strip()
+    return ablation(**switches)
+  if name not in PRESETS or rest:
+    raise ValueError(f"unknown cpu.py config {arg!r}; choose one of {sorted(PRESETS)} or "
+                     f"ngrpo_ablation[,switch=value...]")
+  return PRESETS[name]()
+
+
+def get_config(arg=None):
+  """The ``ml_collections.ConfigDict`` of ``arg`` (see :func:`build`) for ``config_flags``."""
+  return config.to_config_dict(build(arg))

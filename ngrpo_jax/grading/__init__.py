@@ -3,7 +3,9 @@
     grading.is_equivalent(gold, response) -> bool
     grading.check(gold, response, timeout=1.0, require_boxed=False) -> GradeResult
     grading.grade_batch(golds, responses, num_workers=2, timeout=1.0) -> [GradeResult]   (order preserved)
-    grading.reward_batch(responses, golds, correct_reward=1, incorrect_reward=0, format_penalty=0) -> [N]
+    grading.Grader(require_boxed=True)(golds, responses) -> [GradeResult]   (one pool, reusable)
+    grading.rewards_from_results(results, RewardConfig(format_reward=0.1), lengths=..., max_new_tokens=...) -> [N]
+    grading.reward_batch(responses, golds, RewardConfig()) -> [N]
 """
 from ngrpo_jax.grading.batch import grade_batch
 from ngrpo_jax.grading.equivalence import check
@@ -12,13 +14,18 @@ from ngrpo_jax.grading.equivalence import GradeResult
 from ngrpo_jax.grading.equivalence import is_equivalent
 from ngrpo_jax.grading.extract import extract_answer
 from ngrpo_jax.grading.extract import last_boxed
+from ngrpo_jax.grading.grader import Grader
 from ngrpo_jax.grading.normalize import normalize_answer
 from ngrpo_jax.grading.process_pool import default_pool
 from ngrpo_jax.grading.process_pool import WorkerPool
 from ngrpo_jax.grading.rewards import reward_batch
+from ngrpo_jax.grading.rewards import RewardConfig
+from ngrpo_jax.grading.rewards import rewards
 from ngrpo_jax.grading.rewards import rewards_from_results
+from ngrpo_jax.grading.rewards import verdicts
 
 __all__ = [
-    "DEFAULT_TIMEOUT", "GradeResult", "WorkerPool", "check", "default_pool", "extract_answer", "grade_batch",
-    "is_equivalent", "last_boxed", "normalize_answer", "reward_batch", "rewards_from_results",
+    "DEFAULT_TIMEOUT", "GradeResult", "Grader", "RewardConfig", "WorkerPool", "check", "default_pool",
+    "extract_answer", "grade_batch", "is_equivalent", "last_boxed", "normalize_answer", "reward_batch", "rewards",
+    "rewards_from_results", "verdicts",
 ]

@@ -1,28 +1,37 @@
-"""RL algorithms as data: each preset names an advantage estimator, a group filter, clip bounds, an
-aggregation mode and KL / entropy coefficients.  An ablation is a config change, never a code branch.
+"""RL algorithms as compositions of named functions: an advantage estimator, a group filter and an objective.
 
-The trainer (``ngrpo_jax.training.update`` / ``rollout``) reads only the fields of :class:`Algorithm`;
-researchers can build their own instance (``dataclasses.replace(PRESETS["ngrpo"], ...)``) or pass their
-own callables:
+    Algorithm(name="ngrpo", advantage="ngrpo", group_filter="ngrpo", dynamic_sampling=True,
+              objective=(policy_gradient_term(eps_pos=0.24, eps_neg=0.16), entropy_term(0.001)))
 
-* ``advantage_fn(rewards f32[num_groups, G]) -> f32[num_groups, G]`` replaces the named estimator;
-* ``loss_fn(logp, old_logp, advantages, mask, **loss_kwargs) -> (loss, diagnostics)`` replaces
-  ``ngrpo_jax.losses.policy_loss`` (same signature, same ``(scalar, dict)`` return).
+Everything is a name (``registry``) or a number, so an algorithm is data: it round-trips through JSON
+(``to_dict`` / ``from_dict``, checkpoint metadata, ``config.json``) and every field can be overridden from
+the command line. A researcher's own estimator, filter or loss term is registered under a name, or given as
+an import path ``"my_pkg.my_module:my_function"``.
 
-Paper references: NGRPO (Nan et al. 2025, arXiv 2509.18851) Eq. 6-8; GRPO (Shao et al. 2024); DAPO (Yu et
-al. 2025); W-REINFORCE / PSR / NSR (Zhu et al. 2025, arXiv 2506.01347); PPO (Schulman et al. 2017).
+What the trainer builds follows from what the pieces declare (``needs``): a frozen reference policy iff a term
+reads ``ref_logp``, a value head iff the estimator or a term reads ``values``. An entry a term needs that
+no stage provides (e.g. ``returns`` for the value loss without GAE) is refused when the algorithm is built.
+
+Paper references: NGRPO (Nan et al. 2025, arXiv 2509.18851) §4, Eq. 5–8; GRPO (Shao et al. 2024); DAPO
+(Yu et al. 2025); W-REINFORCE / PSR / NSR (Zhu et al. 2025, arXiv 2506.01347); PPO (Schulman et al. 2017).
 """
 import dataclasses
-from typing import Any, Callable, Mapping, Optional
+from typing import Mapping, Optional
 
-ADVANTAGE_ESTIMATORS = ("grpo", "ngrpo", "dr_grpo", "rloo", "psr_only", "nsr_only", "w_reinforce", "gae")
-GROUP_FILTERS = ("none", "dapo", "ngrpo")
-AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
-KL_ESTIMATORS = ("k1", "k2", "k3")
+from ngrpo_jax import losses
+from ngrpo_jax.training import estimators
+from ngrpo_jax.training import objective as objective_lib
+from ngrpo_jax.training import registry
 
-# Virtual-reward magnitudes of the NGRPO ablation (paper Table 3) for rewards in {0, 1}: the task's
-# maximum reward (the paper's default), the midpoint, and the minimum reward.
-VIRTUAL_REWARD_LEVELS = {"max": 1.0, "medium": 0.5, "min": 0.0}
+# Batch entries the rollout always provides before the advantages (``training.batch.pack`` / the scorer).
+BASE_ENTRIES = ("logp", "entropy", "old_logp", "loss_mask", "response_mask", "lengths", "values", "old_values",
+                "ref_logp")
+# Estimator inputs beyond (rewards, valid): ``[N, G, ...]`` views of these batch entries.
+ESTIMATOR_INPUTS = ("values", "response_mask", "lengths")
+
+
+def _kw(kwargs) -> tuple:
+  return tuple(sorted(dict(kwargs).items()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,134 +40,139 @@ class Algorithm:
 
   Attributes:
     name: label used in logs.
-    advantage: name of an estimator in ``ngrpo_jax.advantages`` (one of ``ADVANTAGE_ESTIMATORS``).
-    advantage_kwargs: keyword arguments for the estimator, as a tuple of ``(key, value)`` pairs (hashable),
-      e.g. ``(("r_virtual", 1.0), ("num_virtual", 1), ("ddof", 1))`` for NGRPO.
-    group_filter: ``"none"`` keeps every group; ``"dapo"`` drops homogeneous groups (all equal rewards) and
-      triggers dynamic sampling; ``"ngrpo"`` drops homogeneous-correct groups only and keeps all-wrong ones.
-    dynamic_sampling: refill the batch with new prompts until enough groups survive the filter (bounded
-      by the trainer's ``max_refills``).
-    eps_pos: clip bound for A >= 0 (ratio <= 1 + eps_pos).  eps_neg: clip bound for A < 0 (ratio >= 1 - eps_neg).
-    dual_clip: optional dual-clip constant c > 1 for A < 0 (None disables).
-    aggregation: loss aggregation (one of ``AGGREGATIONS``): DAPO's token mean over the batch, GRPO/NGRPO's
-      sequence-mean of token-means (Eq. 1 / Eq. 7), or Dr. GRPO's token-sum over a constant length.
-    kl_coef: weight beta of KL(pi_theta || pi_ref) (0 disables the reference model).
-    kl_estimator: ``"k1"``, ``"k2"`` or ``"k3"`` (Schulman's low-variance estimator).
-    entropy_coef: weight of the entropy bonus (loss -= entropy_coef * H).
-    learning_rate: peak AdamW learning rate tuned for this algorithm (the trainer may override it).
-    correct_threshold: a reward >= this counts as "correct" (homogeneous-group bookkeeping, PSR/NSR).
-    use_critic: train a value head with GAE and a clipped value loss (PPO).
-    gae_gamma, gae_lambda: GAE discount and trace parameters (PPO).
-    value_coef: weight of the value loss.  value_clip: clip range of the value loss (PPO's eps_v).
-    advantage_fn: optional user callable replacing the named estimator (see module docstring).
-    loss_fn: optional user callable replacing ``losses.policy_loss`` (see module docstring).
+    advantage: an advantage estimator's name (``registry.ADVANTAGE_ESTIMATORS``; built-ins in
+      ``training.estimators``) or an import path. Called as
+      ``fn(rewards f32[N, G], valid bool[N, G], *, r_max, r_min, **advantage_kwargs)``.
+    advantage_kwargs: the estimator's keyword arguments as ``(key, value)`` pairs (a dict is accepted).
+    group_filter: a group filter's name (``"none"``, ``"dapo"``: drop groups with equal rewards, ``"ngrpo"``:
+      drop all-correct groups) or an import path; ``fn(rewards f32[n, G], *, r_max, r_min) -> bool[n]``.
+    dynamic_sampling: draw further prompt batches until enough groups survive the filter (bounded by the
+      rollout's ``max_refills``).
+    objective: the loss as a tuple of :class:`~ngrpo_jax.training.objective.Term`, summed with their coefs
+      (kept in name order, so the float sum does not depend on how a config lists them).
+    aggregation: how every term reduces tokens to a scalar (one of ``losses.AGGREGATIONS``): DAPO's token
+      mean, GRPO / NGRPO's sequence mean of token means (Eq. 1 / Eq. 7), Dr. GRPO's token sum / constant.
+    learning_rate: the peak learning rate tuned for this algorithm (``OptimConfig.learning_rate`` overrides).
   """
   name: str
   advantage: str = "grpo"
   advantage_kwargs: tuple = ()
   group_filter: str = "none"
   dynamic_sampling: bool = False
-  eps_pos: float = 0.2
-  eps_neg: float = 0.2
-  dual_clip: Optional[float] = None
+  objective: tuple = (objective_lib.policy_gradient_term(),)
   aggregation: str = "seq_mean_token_mean"
-  kl_coef: float = 0.0
-  kl_estimator: str = "k3"
-  entropy_coef: float = 0.0
   learning_rate: float = 1e-6
-  correct_threshold: float = 0.5
-  use_critic: bool = False
-  gae_gamma: float = 1.0
-  gae_lambda: float = 0.95
-  value_coef: float = 0.5
-  value_clip: float = 0.2
-  advantage_fn: Optional[Callable[..., Any]] = None
-  loss_fn: Optional[Callable[..., Any]] = None
 
   def __post_init__(self):
-    if self.advantage not in ADVANTAGE_ESTIMATORS:
-      raise ValueError(f"advantage={self.advantage!r} is not one of {ADVANTAGE_ESTIMATORS}")
-    if self.group_filter not in GROUP_FILTERS:
-      raise ValueError(f"group_filter={self.group_filter!r} is not one of {GROUP_FILTERS}")
-    if self.aggregation not in AGGREGATIONS:
-      raise ValueError(f"aggregation={self.aggregation!r} is not one of {AGGREGATIONS}")
-    if self.kl_estimator not in KL_ESTIMATORS:
-      raise ValueError(f"kl_estimator={self.kl_estimator!r} is not one of {KL_ESTIMATORS}")
-    for field in ("eps_pos", "eps_neg", "kl_coef", "entropy_coef", "value_coef", "value_clip"):
-      if getattr(self, field) < 0:
-        raise ValueError(f"{field} must be >= 0, got {getattr(self, field)}")
-    if self.eps_neg >= 1:
-      raise ValueError(f"eps_neg must be < 1 (the lower clip bound 1 - eps_neg must stay positive), "
-                       f"got {self.eps_neg}")
-    if self.dual_clip is not None and self.dual_clip <= 1:
-      raise ValueError(f"dual_clip must be > 1 or None, got {self.dual_clip}")
-    if self.learning_rate <= 0:
-      raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
-    if self.advantage == "gae" and not self.use_critic:
-      raise ValueError("advantage='gae' needs use_critic=True (GAE bootstraps from the value head)")
-    if self.use_critic and self.advantage != "gae" and self.advantage_fn is None:
-      raise ValueError(f"use_critic=True needs advantage='gae', got {self.advantage!r}")
+    if isinstance(self.advantage_kwargs, Mapping):
+      object.__setattr__(self, "advantage_kwargs", _kw(self.advantage_kwargs))
     if not isinstance(self.advantage_kwargs, tuple):
-      raise TypeError("advantage_kwargs must be a tuple of (key, value) pairs "
-                      f"(hashable), got {type(self.advantage_kwargs).__name__}")
-    if self.advantage_fn is not None and not callable(self.advantage_fn):
-      raise TypeError("advantage_fn must be callable")
-    if self.loss_fn is not None and not callable(self.loss_fn):
-      raise TypeError("loss_fn must be callable")
+      raise TypeError(f"advantage_kwargs must be a dict or (key, value) pairs, got {self.advantage_kwargs!r}")
+    if not self.objective or not all(isinstance(t, objective_lib.Term) for t in self.objective):
+      raise TypeError("objective must be a non-empty tuple of objective.Term")
+    # Terms in name order: the float sum is the same however a config lists them (ConfigDict sorts keys).
+    object.__setattr__(self, "objective", tuple(sorted(self.objective, key=lambda t: t.name)))
+    names = [t.name for t in self.objective]
+    if len(set(names)) != len(names):
+      raise ValueError(f"objective term names must be unique, got {names}")
+    if self.aggregation not in losses.AGGREGATIONS:
+      raise ValueError(f"aggregation={self.aggregation!r} is not one of {losses.AGGREGATIONS}")
+    if not isinstance(self.learning_rate, (int, float)) or self.learning_rate <= 0:
+      raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+    self.estimator()
+    registry.GROUP_FILTERS.get(self.group_filter)
+    self._check_needs()
+
+  def estimator(self) -> registry.Entry:
+    return registry.ADVANTAGE_ESTIMATORS.get(self.advantage)
+
+  def _check_needs(self):
+    est = self.estimator()
+    unknown = set(est.needs) - set(ESTIMATOR_INPUTS)
+    if unknown:
+      raise ValueError(f"advantage estimator {self.advantage!r} needs {sorted(unknown)}, which the trainer does "
+                       f"not provide to estimators (available: {list(ESTIMATOR_INPUTS)})")
+    available = set(BASE_ENTRIES) | set(est.provides)
+    for term in self.objective:
+      missing = set(term.needs) - available
+      if missing:
+        raise ValueError(f"objective term {term.name!r} needs batch entries {sorted(missing)} that nothing "
+                         f"provides: the estimator {self.advantage!r} provides {list(est.provides)}"
+                         + (" (a value loss needs an estimator that provides 'returns', e.g. 'gae')"
+                            if "returns" in missing else ""))
 
   @property
-  def advantage_options(self) -> dict:
-    """The estimator keyword arguments as a dict."""
-    return dict(self.advantage_kwargs)
+  def needs(self) -> frozenset:
+    """Every model output / batch entry the estimator and the objective read."""
+    return frozenset(self.estimator().needs) | frozenset(objective_lib.needs(self.objective))
 
-  def describe(self) -> dict:
-    """A JSON-serialisable summary (logged at the start of every run; callables by name)."""
-    out = {}
-    for f in dataclasses.fields(self):
-      v = getattr(self, f.name)
-      if callable(v):
-        v = getattr(v, "__qualname__", repr(v))
-      elif f.name == "advantage_kwargs":
-        v = dict(v)
-      out[f.name] = v
+  @property
+  def uses_reference(self) -> bool:
+    """A term reads the frozen reference policy's log-probs (KL)."""
+    return "ref_logp" in self.needs
+
+  @property
+  def uses_critic(self) -> bool:
+    """The estimator or a term reads a value head's outputs."""
+    return bool({"values", "old_values"} & self.needs)
+
+  def term(self, name: str) -> Optional[objective_lib.Term]:
+    return next((t for t in self.objective if t.name == name), None)
+
+  def to_dict(self) -> dict:
+    """A JSON-serialisable dict (the inverse of :func:`from_dict`); the objective as ``{name: {...}}``."""
+    out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "objective"}
+    out["advantage_kwargs"] = dict(self.advantage_kwargs)
+    out["objective"] = {t.name: {"coef": t.coef, **dict(t.kwargs), **({"fn": t.fn} if t.fn else {})}
+                        for t in self.objective}
     return out
 
 
-def _kw(**kwargs) -> tuple:
-  return tuple(sorted(kwargs.items()))
+def from_dict(d: Mapping) -> Algorithm:
+  """An :class:`Algorithm` from :meth:`Algorithm.to_dict`'s format (unknown keys raise, naming them)."""
+  d = dict(d)
+  fields = {f.name for f in dataclasses.fields(Algorithm)}
+  unknown = set(d) - fields
+  if unknown:
+    raise ValueError(f"unknown algorithm fields {sorted(unknown)}; known: {sorted(fields)}")
+  terms = []
+  for name, spec in dict(d.pop("objective", {}) or {}).items():
+    spec = dict(spec)
+    coef = spec.pop("coef", 1.0)
+    fn = spec.pop("fn", None)
+    terms.append(objective_lib.Term(name, coef, _kw({k: v for k, v in spec.items()}), fn=fn))
+  if terms:
+    d["objective"] = tuple(terms)
+  d["advantage_kwargs"] = _kw(d.get("advantage_kwargs") or {})
+  return Algorithm(**d)
 
 
-# Paper presets (NGRPO.md, "Paper's training setup").  Learning rates are the paper's 7B values; CPU
-# configs override them per algorithm.
+_pg = objective_lib.policy_gradient_term
+
+# Paper presets. Learning rates are the paper's 7B values; CPU configs override them per algorithm.
 PRESETS: Mapping[str, Algorithm] = {
-    # NGRPO: virtual max reward 1.0, count 1, ddof=1; clip [1-0.16, 1+0.24]; no KL; drops all-correct
-    # groups and keeps all-wrong ones; Eq. 7 sequence-mean of token-means.
+    # NGRPO: virtual sample at the task's max reward (count 1, ddof 1); clip [1 − 0.16, 1 + 0.24]; no KL;
+    # drops all-correct groups, keeps all-wrong ones; Eq. 7's sequence mean of token means.
     "ngrpo": Algorithm(
-        name="ngrpo", advantage="ngrpo", advantage_kwargs=_kw(r_virtual=1.0, num_virtual=1, ddof=1),
-        group_filter="ngrpo", dynamic_sampling=True, eps_pos=0.24, eps_neg=0.16,
-        aggregation="seq_mean_token_mean", entropy_coef=0.001),
+        name="ngrpo", advantage="ngrpo", advantage_kwargs={"virtual_reward_level": "max", "num_virtual": 1, "ddof": 1},
+        group_filter="ngrpo", dynamic_sampling=True,
+        objective=(_pg(0.24, 0.16), objective_lib.entropy_term(0.001))),
     # GRPO: symmetric clip 0.2, KL 0.001 (k3), no filter (homogeneous groups have zero advantage).
     "grpo": Algorithm(
-        name="grpo", advantage="grpo", advantage_kwargs=_kw(ddof=1), group_filter="none",
-        eps_pos=0.2, eps_neg=0.2, aggregation="seq_mean_token_mean", kl_coef=0.001, kl_estimator="k3",
-        entropy_coef=0.001),
+        name="grpo", advantage="grpo", advantage_kwargs={"ddof": 1},
+        objective=(_pg(0.2, 0.2), objective_lib.entropy_term(0.001), objective_lib.kl_term(0.001, "k3"))),
     # DAPO: clip-higher 0.2 / 0.28, dynamic sampling drops every homogeneous group, token-level loss.
     "dapo": Algorithm(
-        name="dapo", advantage="grpo", advantage_kwargs=_kw(ddof=1), group_filter="dapo",
-        dynamic_sampling=True, eps_pos=0.28, eps_neg=0.2, aggregation="token_mean"),
-    # W-REINFORCE (the NGRPO paper's "PSR-NSR"): A = +lambda if correct, -1 if wrong; lambda = 0.1 EXPLICIT.
-    "psr_nsr": Algorithm(
-        name="psr_nsr", advantage="w_reinforce", advantage_kwargs=_kw(lam=0.1), eps_pos=0.2, eps_neg=0.2,
-        aggregation="seq_mean_token_mean"),
-    "psr_only": Algorithm(
-        name="psr_only", advantage="psr_only", eps_pos=0.2, eps_neg=0.2, aggregation="seq_mean_token_mean"),
-    "nsr_only": Algorithm(
-        name="nsr_only", advantage="nsr_only", eps_pos=0.2, eps_neg=0.2, aggregation="seq_mean_token_mean"),
-    # PPO: token-level value head, GAE(gamma=1, lambda=0.95), clipped value loss, symmetric clip 0.2.
+        name="dapo", advantage="grpo", advantage_kwargs={"ddof": 1}, group_filter="dapo", dynamic_sampling=True,
+        objective=(_pg(0.28, 0.2),), aggregation="token_mean"),
+    # W-REINFORCE (the NGRPO paper's "PSR-NSR"): A = +λ if correct, −1 if wrong; λ = 0.1 explicit.
+    "psr_nsr": Algorithm(name="psr_nsr", advantage="w_reinforce", advantage_kwargs={"lam": 0.1}),
+    "psr_only": Algorithm(name="psr_only", advantage="psr_only"),
+    "nsr_only": Algorithm(name="nsr_only", advantage="nsr_only"),
+    # PPO: token-level value head, GAE(γ = 1, λ = 0.95), clipped value loss, symmetric clip 0.2, KL 0.001.
     "ppo": Algorithm(
-        name="ppo", advantage="gae", group_filter="none", eps_pos=0.2, eps_neg=0.2,
-        aggregation="token_mean", kl_coef=0.001, use_critic=True, gae_gamma=1.0, gae_lambda=0.95,
-        value_coef=0.5, value_clip=0.2),
+        name="ppo", advantage="gae", advantage_kwargs={"gamma": 1.0, "lam": 0.95}, aggregation="token_mean",
+        objective=(_pg(0.2, 0.2), objective_lib.kl_term(0.001, "k3"), objective_lib.value_term(0.5, 0.2))),
 }
 
 
@@ -167,38 +181,29 @@ def ngrpo_ablation(*, calibration: bool = True, keep_all_wrong: bool = True, asy
                    ) -> Algorithm:
   """The NGRPO ablation grid (paper Tables 2 and 3) as one function of its switches.
 
-  All switches on (the defaults) give the ``ngrpo`` preset.  ``calibration=False`` uses GRPO's estimator;
-  ``keep_all_wrong=False`` filters like DAPO (drops every homogeneous group); ``asymmetric_clip=False``
-  uses the symmetric clip 0.2; ``virtual_reward`` in ``{"max", "medium", "min"}`` sets r_virtual to 1.0 /
-  0.5 / 0.0 (rewards in {0, 1}); ``virtual_count`` in ``{1, 2, 4}`` (any int >= 1) sets the number of
-  virtual samples.
+  All switches on (the defaults) give the ``ngrpo`` preset. ``calibration=False`` uses GRPO's estimator;
+  ``keep_all_wrong=False`` filters like DAPO (drops every homogeneous group); ``asymmetric_clip=False`` uses
+  the symmetric clip 0.2; ``virtual_reward`` in ``{"max", "medium", "min"}`` puts the virtual sample at the
+  task's maximum reward / the midpoint / the minimum; ``virtual_count`` (Table 3: 1, 2, 4) virtual samples.
   """
-  if virtual_reward not in VIRTUAL_REWARD_LEVELS:
-    raise ValueError(f"virtual_reward must be one of {tuple(VIRTUAL_REWARD_LEVELS)}, got {virtual_reward!r}")
-  if not isinstance(virtual_count, int) or virtual_count < 1:
+  if virtual_reward not in estimators.VIRTUAL_REWARD_LEVELS:
+    raise ValueError(f"virtual_reward must be one of {estimators.VIRTUAL_REWARD_LEVELS}, got {virtual_reward!r}")
+  if not isinstance(virtual_count, int) or isinstance(virtual_count, bool) or virtual_count < 1:
     raise ValueError(f"virtual_count must be an int >= 1, got {virtual_count!r}")
   if not calibration and (virtual_reward != "max" or virtual_count != 1):
     raise ValueError("virtual_reward / virtual_count only apply with calibration=True")
   base = base or PRESETS["ngrpo"]
-  parts = []
+  parts = [p for p, on in ((f"vr_{virtual_reward}", virtual_reward != "max"), (f"vc{virtual_count}", virtual_count != 1),
+                           ("no_calib", not calibration), ("drop_all_wrong", not keep_all_wrong),
+                           ("sym_clip", not asymmetric_clip)) if on]
   if calibration:
-    adv, kw = "ngrpo", _kw(r_virtual=VIRTUAL_REWARD_LEVELS[virtual_reward], num_virtual=virtual_count, ddof=1)
-    if virtual_reward != "max":
-      parts.append(f"vr_{virtual_reward}")
-    if virtual_count != 1:
-      parts.append(f"vc{virtual_count}")
+    adv, kw = "ngrpo", {"virtual_reward_level": virtual_reward, "num_virtual": virtual_count, "ddof": 1}
   else:
-    adv, kw = "grpo", _kw(ddof=1)
-    parts.append("no_calib")
-  if not keep_all_wrong:
-    parts.append("drop_all_wrong")
-  eps_pos, eps_neg = (0.24, 0.16) if asymmetric_clip else (0.2, 0.2)
-  if not asymmetric_clip:
-    parts.append("sym_clip")
-  name = "ngrpo" + ("" if not parts else "-" + "-".join(parts))
-  return dataclasses.replace(base, name=name, advantage=adv, advantage_kwargs=kw,
-                             group_filter="ngrpo" if keep_all_wrong else "dapo",
-                             eps_pos=eps_pos, eps_neg=eps_neg)
+    adv, kw = "grpo", {"ddof": 1}
+  pg = _pg(*((0.24, 0.16) if asymmetric_clip else (0.2, 0.2)))
+  terms = tuple(pg if t.name == "policy_gradient" else t for t in base.objective)
+  return dataclasses.replace(base, name="-".join(["ngrpo"] + parts), advantage=adv, advantage_kwargs=_kw(kw),
+                             group_filter="ngrpo" if keep_all_wrong else "dapo", objective=terms)
 
 
 def get_algorithm(name: str, **overrides) -> Algorithm:
@@ -208,6 +213,9 @@ def get_algorithm(name: str, **overrides) -> Algorithm:
   unknown = set(overrides) - {f.name for f in dataclasses.fields(Algorithm)}
   if unknown:
     raise ValueError(f"unknown Algorithm fields {sorted(unknown)}")
-  if "advantage_kwargs" in overrides and isinstance(overrides["advantage_kwargs"], dict):
-    overrides["advantage_kwargs"] = _kw(**overrides["advantage_kwargs"])
   return dataclasses.replace(PRESETS[name], **overrides)
+
+
+def with_term(algo: Algorithm, term: objective_lib.Term) -> Algorithm:
+  """``algo`` with ``term`` added to its objective, or replacing the term of the same name."""
+  return dataclasses.replace(algo, objective=tuple(t for t in algo.objective if t.name != term.name) + (term,))

@@ -2,27 +2,18 @@
 
 One call consumes one rollout batch: ``ppo_epochs`` passes, each over ``num_minibatches`` shuffled
 minibatches (one optimiser step each), each minibatch optionally split into ``num_microbatches`` for
-gradient accumulation.  Per minibatch the loss is
+gradient accumulation. Per minibatch the loss is the algorithm's objective, a weighted sum of terms
+(``training.objective``), e.g.
 
-  L(θ) = L_pg(θ) + β · KL(π_θ || π_ref) − c_H · H(π_θ) + c_V · L_V(φ)
-
-with L_pg the clipped surrogate of ``ngrpo_jax.losses.policy_loss`` (eps_pos / eps_neg, the algorithm's
-aggregation), KL / entropy aggregated the same way, and L_V PPO's clipped value loss (critic only).
+  L(θ) = L_pg(θ) − c_H · H(π_θ) + β · KL(π_θ || π_ref) + c_V · L_V(φ)
 
 Gradient accumulation is exact for every aggregation: every micro-batch's loss is normalised by the
 whole minibatch's ``losses.batch_normalizer`` (tokens for a token mean, sequences for a sequence mean), so
 the summed micro-batch gradients equal the full-minibatch gradient (tested).
 
-Batch layout (a dict of arrays, fixed shapes; ``B`` rows = responses, ``L`` = prompt + response length;
-per-target arrays have length ``L - 1`` and are aligned with ``tokens[:, 1:]``):
-  tokens: int32[B, L]           left-padded prompt followed by the right-padded response
-  attention_mask: bool[B, L]    real tokens
-  loss_mask: f32[B, L-1]        1 on response targets that enter the loss (0: prompt, padding, truncated)
-  old_logp: f32[B, L-1]         log π_old of each target (behaviour policy)
-  advantages: f32[B, L-1]       per-token advantages (sequence advantages broadcast; GAE per token)
-  ref_logp: f32[B, L-1]         log π_ref (only read when kl_coef > 0)
-  old_values, returns: f32[B, L-1]  (critic only)
-  group_kind: int32[B]          0 mixed, 1 all-correct, 2 all-wrong, -1 padding (diagnostics only)
+The batch is ``training.batch.train_inputs`` of a scored batch (``training.batch`` documents the layout):
+``tokens``, ``attention_mask``, ``loss_mask``, ``old_logp``, ``advantages`` and the entries the objective's
+terms need (``ref_logp``; ``old_values`` and ``returns``); ``group_kind`` is read by diagnostics only.
 """
 import dataclasses
 from typing import Callable, Optional
@@ -32,7 +23,10 @@ import jax.numpy as jnp
 import optax
 
 from ngrpo_jax import losses
+from ngrpo_jax.models import logprobs as logprobs_lib
+from ngrpo_jax.models import qwen2
 from ngrpo_jax.training import algorithms as algorithms_lib
+from ngrpo_jax.training import objective as objective_lib
 from ngrpo_jax.training import state as state_lib
 
 GROUP_KINDS = ("mixed", "all_correct", "all_wrong")
@@ -54,8 +48,8 @@ class UpdateConfig:
       fits in memory; see ``models.token_logprobs``).
     const_len: the constant length of Dr. GRPO's ``seq_mean_token_sum_norm`` (default: L - 1).
     unroll_layers: run the decoder layers as a Python loop instead of a ``lax.scan`` (``qwen2.hidden_states``):
-      no stacked per-layer residual buffers to zero-fill and copy, 15-20% faster train steps on XLA:CPU for
-      small models (``benchmarks/train_step_benchmark.py``); costs compile time for deep models.
+      no stacked per-layer residual buffers to zero-fill and copy (faster train steps on XLA:CPU for small
+      models, see docs/benchmarks.md); costs compile time for deep models.
   """
   ppo_epochs: int = 1
   num_minibatches: int = 1
@@ -74,11 +68,6 @@ class UpdateConfig:
         raise ValueError(f"{f} must be an int >= 1, got {getattr(self, f)!r}")
     if self.compute_dtype not in ("float32", "bfloat16"):
       raise ValueError(f"compute_dtype must be 'float32' or 'bfloat16', got {self.compute_dtype!r}")
-
-
-def _models():
-  from ngrpo_jax import models  # pylint: disable=g-import-not-at-top
-  return models
 
 
 def _cast_floating(tree, dtype):
@@ -116,72 +105,39 @@ def score_tokens(params, model_config, tokens, attention_mask, *, chunk_size: Op
     dict with ``logp`` f32[B, L-1], ``entropy`` f32[B, L-1] (if requested), ``values`` f32[B, L-1] (if a
     value head is given).
   """
-  models = _models()
-  hidden, _ = models.hidden_states(params, model_config, tokens[:, :-1],
-                                   attention_mask=attention_mask[:, :-1], unroll_layers=unroll_layers)
+  hidden, _ = qwen2.hidden_states(params, model_config, tokens[:, :-1],
+                                  attention_mask=attention_mask[:, :-1], unroll_layers=unroll_layers)
   out = {}
-  res = models.token_logprobs(params, model_config, hidden, tokens[:, 1:], chunk_size=chunk_size,
-                              return_entropy=with_entropy)
+  res = logprobs_lib.token_logprobs(params, model_config, hidden, tokens[:, 1:], chunk_size=chunk_size,
+                                    return_entropy=with_entropy)
   if with_entropy:
     out["logp"], out["entropy"] = res
   else:
     out["logp"] = res
   if value_params is not None:
-    from ngrpo_jax.models import qwen2  # pylint: disable=g-import-not-at-top
     out["values"] = qwen2.value(value_params, hidden.astype(jnp.float32))
   return out
 
 
-def _policy_term(algo: algorithms_lib.Algorithm, logp, old_logp, advantages, mask, normalizer, max_length):
-  """Calls ``losses.policy_loss`` (or the algorithm's own ``loss_fn``) → (loss, diagnostics dict)."""
-  fn = algo.loss_fn or losses.policy_loss
-  kwargs = dict(eps_pos=algo.eps_pos, eps_neg=algo.eps_neg, aggregation=algo.aggregation,
-                normalizer=normalizer, max_length=max_length)
-  if algo.dual_clip is not None:
-    kwargs["dual_clip"] = algo.dual_clip
-  loss, diag = fn(logp, old_logp, advantages, mask, **kwargs)
-  return loss, dict(diag)
-
-
 def make_loss_fn(model_config, algo: algorithms_lib.Algorithm, cfg: UpdateConfig, seq_len: int):
-  """``loss_fn(params, micro_batch, normalizer) -> (loss, aux)`` for one (micro-)batch.
+  """``loss_fn(params, micro_batch, normalizer) -> (loss, aux)``: the algorithm's objective on one micro-batch.
 
-  ``normalizer`` is ``losses.batch_normalizer`` of the whole minibatch, so micro-batch losses (and their
-  gradients) sum exactly to the minibatch loss.
+  The forward pass computes the model outputs the objective's terms need (``logp`` always, ``entropy`` and
+  the value head's ``values`` when a term reads them). ``normalizer`` is ``losses.batch_normalizer`` of the
+  whole minibatch, so micro-batch losses (and their gradients) sum exactly to the minibatch loss.
   """
-  max_length = cfg.const_len or (seq_len - 1)
+  objective = objective_lib.make_objective(algo.objective, algo.aggregation, cfg.const_len or (seq_len - 1))
+  wants = objective_lib.needs(algo.objective)
   compute_dtype = jnp.bfloat16 if cfg.compute_dtype == "bfloat16" else jnp.float32
   mcfg = model_config_for(model_config, cfg)
-  agg = dict(aggregation=algo.aggregation, max_length=max_length)
 
   def loss_fn(params, mb, normalizer):
     p = params if compute_dtype == jnp.float32 else _cast_floating(params, compute_dtype)
-    out = score_tokens(p["policy"], mcfg, mb["tokens"], mb["attention_mask"],
-                       chunk_size=cfg.logprob_chunk_size, value_params=p.get("value"),
-                       with_entropy=True, unroll_layers=cfg.unroll_layers)
-    mask = mb["loss_mask"] > 0
-    logp = out["logp"].astype(jnp.float32)
-    pg, diag = _policy_term(algo, logp, mb["old_logp"], mb["advantages"], mask, normalizer, max_length)
-    ent = losses.aggregate(out["entropy"].astype(jnp.float32), mask, normalizer=normalizer, **agg)
-    total = pg - algo.entropy_coef * ent
-    aux = {"pg_loss": pg, "entropy": ent}
-    if algo.kl_coef > 0:
-      kl, kdiag = losses.kl_penalty(logp, mb["ref_logp"], mask, estimator=algo.kl_estimator,
-                                    normalizer=normalizer, **agg)
-      total = total + algo.kl_coef * kl
-      aux["kl_ref"] = kl
-      aux["kl_ref_max"] = kdiag["kl_max"]
-    if algo.use_critic:
-      vl, vdiag = losses.value_loss(out["values"].astype(jnp.float32), mb["old_values"], mb["returns"],
-                                    mask, clip_eps=algo.value_clip, normalizer=normalizer, **agg)
-      total = total + algo.value_coef * vl
-      aux["value_loss"] = vl
-      aux.update({f"value/{k}": v for k, v in dict(vdiag).items()})
-    for k, v in diag.items():
-      if jnp.ndim(v) == 0:
-        aux[f"pg/{k}"] = jnp.asarray(v, jnp.float32)
-    aux["loss"] = total
-    return total, aux
+    out = score_tokens(p["policy"], mcfg, mb["tokens"], mb["attention_mask"], chunk_size=cfg.logprob_chunk_size,
+                       value_params=p.get("value") if "values" in wants else None,
+                       with_entropy="entropy" in wants, unroll_layers=cfg.unroll_layers)
+    out = {k: v.astype(jnp.float32) for k, v in out.items()}
+    return objective(out, mb, normalizer)
 
   return loss_fn
 
@@ -190,9 +146,9 @@ def _split(tree, n):
   return jax.tree_util.tree_map(lambda x: x.reshape((n, x.shape[0] // n) + x.shape[1:]), tree)
 
 
-# Loss terms that are sums over micro-batches (the normaliser is the minibatch's); the policy_loss
-# diagnostics are per-micro-batch statistics and are averaged instead.
-_ADDITIVE = ("loss", "pg_loss", "entropy", "kl_ref", "value_loss")
+def _additive(name: str) -> bool:
+  """Objective values add up over micro-batches (the minibatch normaliser); diagnostics are averaged."""
+  return name == "loss" or name.startswith("loss/")
 
 
 def make_train_step(model_config, algo: algorithms_lib.Algorithm, cfg: UpdateConfig,
@@ -209,15 +165,17 @@ def make_train_step(model_config, algo: algorithms_lib.Algorithm, cfg: UpdateCon
   shuffle uses a key folded from ``state.rng`` (the loop advances ``state.rng`` every step), so a step is a
   deterministic function of (state, batch).
 
-  Metrics (scalars, means over all optimiser steps of the call): loss, pg_loss, entropy, kl_ref,
-  value_loss, pg/<policy_loss diagnostics> (clip fractions by advantage sign, ratio stats, approx KL),
-  grad_norm (before clipping; also its max), learning_rate (at the first optimiser step of the call).
+  Metrics (scalars, means over all optimiser steps of the call): ``loss``, ``loss/<term>`` for every term of
+  the objective, the terms' diagnostics (``pg/clip_frac_pos`` ..., ``entropy``, ``kl_ref_mean``,
+  ``value/...``), grad_norm (before clipping; also its max), learning_rate (at the first optimiser step).
   """
 
   def train_step(state: state_lib.TrainState, batch: dict):
     batch = {k: v for k, v in batch.items() if k != "group_kind"}
-    if algo.kl_coef > 0 and "ref_logp" not in batch:
-      raise ValueError("algorithm has kl_coef > 0 but the batch has no 'ref_logp'")
+    missing = (objective_lib.needs(algo.objective) - set(objective_lib.MODEL_OUTPUTS)) - set(batch)
+    if missing:
+      raise ValueError(f"the objective's terms need batch entries {sorted(missing)}, which the batch lacks "
+                       f"(it has {sorted(batch)})")
     n_rows, seq_len = batch["tokens"].shape
     m, u = cfg.num_minibatches, cfg.num_microbatches
     if n_rows % (m * u):
@@ -240,7 +198,7 @@ def make_train_step(model_config, algo: algorithms_lib.Algorithm, cfg: UpdateCon
         (_, aux), g = grad_fn(params, mcb, normalizer)
         acc_g, acc_aux = acc
         acc_g = jax.tree_util.tree_map(jnp.add, acc_g, g)
-        acc_aux = {k: acc_aux[k] + (v if k in _ADDITIVE else v / u) for k, v in aux.items()}
+        acc_aux = {k: acc_aux[k] + (v if _additive(k) else v / u) for k, v in aux.items()}
         return (acc_g, acc_aux), None
 
       zeros_g = jax.tree_util.tree_map(jnp.zeros_like, params)
@@ -283,23 +241,26 @@ def make_group_grad_norms(model_config, algo: algorithms_lib.Algorithm, cfg: Upd
                           jit: bool = True):
   """``fn(params, batch) -> {grad_norm/<kind>, grad_share/<kind>}`` for kinds mixed / all_correct / all_wrong.
 
-  g_k = ∇_θ L_pg(θ; A · 1[kind = k]) on the rollout batch at θ = θ_old (ratio 1, where the surrogate is
+  g_k = ∇_θ L_pg(θ; A · 1[kind = k]) on the rollout batch at θ = θ_old (L_pg: the objective's first term
+  that reads only log-probs and advantages) (ratio 1, where the surrogate is
   linear in A, so Σ_k g_k = ∇L_pg).  Reported: ‖g_k‖ and the share ‖g_k‖ / Σ_j ‖g_j‖ — how much of the
   policy-gradient signal each kind of group contributes (e.g. NGRPO's all-wrong groups).
   """
   mcfg = model_config_for(model_config, cfg)
+  pg_terms = [t for t in algo.objective if set(t.needs) <= {"logp", "old_logp", "advantages"}]
+  if not pg_terms:
+    raise ValueError(f"algorithm {algo.name!r} has no policy-gradient term (one that reads only logp, old_logp "
+                     "and advantages) to measure per-kind gradient norms of")
 
   def fn(params, batch):
-    seq_len = batch["tokens"].shape[1]
-    max_length = cfg.const_len or (seq_len - 1)
+    policy_objective = objective_lib.make_objective(pg_terms[:1], algo.aggregation,
+                                                    cfg.const_len or (batch["tokens"].shape[1] - 1))
 
     def pg_loss(policy, adv):
       out = score_tokens(policy, mcfg, batch["tokens"], batch["attention_mask"],
                          chunk_size=cfg.logprob_chunk_size, with_entropy=False,
                          unroll_layers=cfg.unroll_layers)
-      loss, _ = _policy_term(algo, out["logp"].astype(jnp.float32), batch["old_logp"], adv,
-                             batch["loss_mask"] > 0, None, max_length)
-      return loss
+      return policy_objective({"logp": out["logp"].astype(jnp.float32)}, {**batch, "advantages": adv}, None)[0]
 
     kinds = jnp.arange(len(GROUP_KINDS))[:, None, None]
     adv_by_kind = batch["advantages"][None] * (batch["group_kind"][None, :, None] == kinds)

@@ -1,0 +1,249 @@
+"""The experiment config: typed, validated dataclasses, and their ml_collections form for the command line.
+
+``ExperimentConfig`` is a tree of frozen dataclasses (validated in ``__post_init__`` and by
+:func:`validate_config`); the algorithm is an ``algorithms.Algorithm`` (names and numbers only), so the whole
+config is JSON-serialisable (``to_dict``) and round-trips (``from_dict``). The binaries work on its
+``ml_collections.ConfigDict`` form (:func:`to_config_dict`), which absl's ``config_flags`` loads from a
+config file and overrides field by field (``--config.algorithm.objective.policy_gradient.eps_pos=0.3``);
+:func:`from_config_dict` turns it back into the typed config, naming unknown keys.
+"""
+import dataclasses
+import typing
+from typing import Any, Mapping, Optional
+
+import jax
+import ml_collections
+import numpy as np
+
+from ngrpo_jax import grading
+from ngrpo_jax import sharding
+from ngrpo_jax.training import algorithms as algorithms_lib
+from ngrpo_jax.training import rollout as rollout_lib
+from ngrpo_jax.training import sft as sft_lib
+from ngrpo_jax.training import state as state_lib
+from ngrpo_jax.training import update as update_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """The policy: a Qwen2 created from scratch (sizes below) or loaded from a HF directory ``init_from``."""
+  init_from: Optional[str] = None
+  hidden_size: int = 128
+  intermediate_size: int = 384
+  num_hidden_layers: int = 3
+  num_attention_heads: int = 4
+  num_key_value_heads: int = 2
+  tie_word_embeddings: bool = True
+  dtype: str = "float32"
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+  """The problems.
+
+  Attributes:
+    kind: ``"synthetic"`` (the embedded addition task) or ``"jsonl"`` (``train_path`` / ``eval_path``
+      with MATH-style ``problem`` / ``answer`` fields; no warm-start data).
+    template: prompt template (``"compact"`` or ``"qwen_math"``).
+    sft_difficulty, rl_difficulty, eval_difficulty: synthetic difficulty ranges (digits of the longer
+      operand, smooth): the warm-start sees easier problems than RL, so long problems are under-trained.
+    num_sft_examples, num_rl_prompts, num_eval_problems: pool sizes.
+  """
+  kind: str = "synthetic"
+  train_path: Optional[str] = None
+  eval_path: Optional[str] = None
+  template: str = "compact"
+  sft_difficulty: tuple = (1.0, 3.0)
+  rl_difficulty: tuple = (2.0, 4.0)
+  eval_difficulty: tuple = (2.0, 4.0)
+  num_sft_examples: int = 4000
+  num_rl_prompts: int = 2000
+  num_eval_problems: int = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSpec:
+  """Held-out evaluation: ``num_samples`` per problem at ``temperature`` / ``top_p`` (paper: 256, 0.6, 0.95)."""
+  num_samples: int = 16
+  temperature: float = 0.6
+  top_p: float = 0.95
+  max_new_tokens: Optional[int] = None
+  batch_problems: int = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+  """A whole run.
+
+  ``algorithm`` is an ``algorithms.Algorithm`` (a preset, an ablation, or your own composition); ``reward``
+  the verifiable reward (its ``max_reward`` is the r_max the estimators and filters see). ``mesh`` is a
+  ``sharding.make_mesh`` spec (``"data=2,fsdp=2,tensor=2"``; None: a single device).
+  ``compile_warmup_steps``: the first RL steps of an invocation whose XLA compilations are expected; the
+  summary's ``rl_breakdown.compiles.after_warmup`` counts the rest (recompilations).
+  """
+  name: str = "default"
+  seed: int = 0
+  model: ModelSpec = ModelSpec()
+  task: TaskSpec = TaskSpec()
+  sft: sft_lib.SFTConfig = sft_lib.SFTConfig()
+  algorithm: algorithms_lib.Algorithm = algorithms_lib.PRESETS["ngrpo"]
+  reward: grading.RewardConfig = grading.RewardConfig()
+  rollout: rollout_lib.RolloutConfig = rollout_lib.RolloutConfig()
+  update: update_lib.UpdateConfig = update_lib.UpdateConfig()
+  optim: state_lib.OptimConfig = state_lib.OptimConfig()
+  rl_steps: int = 50
+  eval: EvalSpec = EvalSpec()
+  checkpoint_every: int = 25
+  keep_checkpoints: int = 2
+  group_grad_norm_every: int = 10
+  grading_workers: int = 2
+  export_hf: bool = True
+  tensorboard: bool = True
+  time_budget_s: Optional[float] = None
+  mesh: Optional[str] = None
+  compile_warmup_steps: int = 1
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Dict / ConfigDict forms.
+
+
+def to_dict(cfg) -> dict:
+  """A JSON-friendly dict of a (nested) config dataclass (the algorithm via ``Algorithm.to_dict``)."""
+  if isinstance(cfg, algorithms_lib.Algorithm):
+    return cfg.to_dict()
+  return {f.name: to_dict(getattr(cfg, f.name)) if dataclasses.is_dataclass(getattr(cfg, f.name))
+          else getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+
+
+def from_dict(d: Mapping, cls=ExperimentConfig):
+  """The typed config of :func:`to_dict`'s format; unknown keys raise a ValueError naming them."""
+  if cls is algorithms_lib.Algorithm:
+    return algorithms_lib.from_dict(d)
+  fields = {f.name: f for f in dataclasses.fields(cls)}
+  unknown = set(d) - set(fields)
+  if unknown:
+    raise ValueError(f"unknown config keys {sorted(unknown)} in {cls.__name__}; known: {sorted(fields)}")
+  hints = typing.get_type_hints(cls)
+  kwargs = {}
+  for name, value in d.items():
+    sub = hints[name]
+    if dataclasses.is_dataclass(sub) and isinstance(value, Mapping):
+      value = from_dict(value, sub)
+    elif isinstance(value, list):
+      value = tuple(value)
+    kwargs[name] = value
+  return cls(**kwargs)
+
+
+def _optional_type(hint):
+  args = [a for a in typing.get_args(hint) if a is not type(None)]
+  return args[0] if len(args) == 1 and args[0] in (int, float, str, bool) else None
+
+
+def to_config_dict(cfg) -> ml_collections.ConfigDict:
+  """The ``ConfigDict`` of a config (``None`` fields typed by their annotation so they can be overridden)."""
+  return _to_config_dict(to_dict(cfg), type(cfg))
+
+
+def _to_config_dict(d: dict, cls) -> ml_collections.ConfigDict:
+  hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
+  out = {}
+  for key, value in d.items():
+    hint = hints.get(key)
+    if isinstance(value, dict):
+      out[key] = _to_config_dict(value, hint if dataclasses.is_dataclass(hint) else None)
+    elif value is None and _optional_type(hint) is not None:
+      out[key] = ml_collections.config_dict.placeholder(_optional_type(hint))
+    else:
+      out[key] = value
+  return ml_collections.ConfigDict(out)
+
+
+def from_config_dict(cd) -> ExperimentConfig:
+  """The typed ``ExperimentConfig`` of a ``ConfigDict`` (e.g. ``config_flags``' value), validated."""
+  cfg = from_dict(cd.to_dict() if hasattr(cd, "to_dict") else dict(cd))
+  validate_config(cfg)
+  return cfg
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Validation and resume compatibility.
+
+
+def validate_config(cfg: ExperimentConfig) -> algorithms_lib.Algorithm:
+  """Checks cross-field consistency (raises ValueError naming the fields); returns the algorithm."""
+  algo = cfg.algorithm
+  if not isinstance(algo, algorithms_lib.Algorithm):
+    raise TypeError(f"algorithm must be an algorithms.Algorithm, got {type(algo).__name__}")
+  if cfg.reward.overlong_buffer >= cfg.rollout.max_new_tokens:
+    raise ValueError(f"reward.overlong_buffer ({cfg.reward.overlong_buffer}) must be smaller than "
+                     f"rollout.max_new_tokens ({cfg.rollout.max_new_tokens})")
+  if cfg.rollout.batch_rows % (cfg.update.num_minibatches * cfg.update.num_microbatches):
+    raise ValueError(f"rollout.group_size * rollout.groups_per_batch = {cfg.rollout.batch_rows} must be "
+                     f"divisible by update.num_minibatches * update.num_microbatches = "
+                     f"{cfg.update.num_minibatches * cfg.update.num_microbatches}")
+  if cfg.rl_steps < 0:
+    raise ValueError(f"rl_steps must be >= 0, got {cfg.rl_steps}")
+  if not isinstance(cfg.compile_warmup_steps, int) or cfg.compile_warmup_steps < 0:
+    raise ValueError(f"compile_warmup_steps must be an int >= 0, got {cfg.compile_warmup_steps!r}")
+  if cfg.eval.num_samples < 1 or cfg.checkpoint_every < 1:
+    raise ValueError("eval.num_samples and checkpoint_every must be >= 1")
+  if cfg.task.kind == "synthetic" and cfg.model.init_from is None and cfg.sft.steps < 1:
+    raise ValueError("a model created from scratch needs a warm-start (sft.steps >= 1)")
+  if cfg.mesh is not None:
+    sizes = sharding.parse_mesh_spec(cfg.mesh)
+    known = int(np.prod([v for v in sizes.values() if v != -1]))
+    n_dev = jax.device_count()
+    if -1 in sizes.values():
+      sizes = {k: (n_dev // known if v == -1 else v) for k, v in sizes.items()}
+    if int(np.prod(list(sizes.values()))) != n_dev:
+      raise ValueError(f"mesh={cfg.mesh!r} needs {int(np.prod(list(sizes.values())))} devices but "
+                       f"{n_dev} are available")
+    div = sizes["data"] * sizes["fsdp"]
+    if cfg.rollout.batch_rows % div:
+      raise ValueError(f"rollout.group_size * rollout.groups_per_batch = {cfg.rollout.batch_rows} must be "
+                       f"divisible by the mesh's data × fsdp = {div} (mesh={cfg.mesh!r})")
+  return algo
+
+
+# Config entries that fix the shapes / structure of the checkpointed train state or of a rollout batch;
+# resuming with any of them changed is refused with a message naming them.
+_RESUME_KEYS = ("model", "rollout.group_size", "rollout.groups_per_batch", "rollout.max_prompt_len",
+                "rollout.max_new_tokens", "train_state.value_head", "train_state.reference",
+                "optim.max_grad_norm=None")
+
+
+def _resume_view(config: dict) -> dict:
+  """The ``_RESUME_KEYS`` entries of a saved / new ``config.json`` dict (flattened)."""
+  out = {}
+  for key in _RESUME_KEYS:
+    if key == "model":
+      for k, v in sorted((config.get("model") or {}).items()):
+        out[f"model.{k}"] = list(v) if isinstance(v, tuple) else v
+      continue
+    if key.endswith("=None"):
+      section, name = key[:-5].split(".")
+      out[key] = (config.get(section) or {}).get(name) is None
+    else:
+      section, name = key.split(".")
+      out[key] = (config.get(section) or {}).get(name)
+  return out
+
+
+def state_structure(algo: algorithms_lib.Algorithm) -> dict:
+  """What the algorithm adds to the train state (saved beside the config for the resume check)."""
+  return {"value_head": algo.uses_critic, "reference": algo.uses_reference}
+
+
+def check_resume_compatible(saved_config: dict, config: dict, where="") -> None:
+  """Raises a ValueError naming every shape-defining config entry (model sizes, batch shape, critic / KL
+  reference / gradient clipping, which change the train state's structure) that differs between a saved
+  run's config and the new one. Other entries (rl_steps, time budget, logging...) may change on resume."""
+  old, new = _resume_view(saved_config), _resume_view(config)
+  diffs = [f"{k}: {old.get(k)!r} → {new.get(k)!r}" for k in new if k in old and old[k] != new[k]]
+  if diffs:
+    raise ValueError(f"cannot resume {where}: the checkpoint was written with a different model / batch shape "
+                     f"(" + "; ".join(diffs) + "). Use a new --workdir, or the original settings.")
+
+

@@ -1,0 +1,95 @@
+"""One RL step, top to bottom: draw and grade groups → filter → pack → score → advantages → train step.
+
+    state, metrics = rl_step(state, parts)
+
+``parts`` (:class:`StepParts`) holds the functions built once per run (``training.loop`` builds them from an
+``ExperimentConfig``; a researcher can build them by hand): the sampler, the grader, the algorithm's group
+filter, scorer and advantage estimator, the jitted train step.
+"""
+import dataclasses
+import time
+from typing import Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ngrpo_jax import grading
+from ngrpo_jax import sampling
+from ngrpo_jax.training import batch as batch_lib
+from ngrpo_jax.training import rollout as rollout_lib
+from ngrpo_jax.training import state as state_lib
+
+
+@dataclasses.dataclass
+class StepParts:
+  """The functions and settings of an RL step (built once per run).
+
+  Attributes:
+    sample: ``sampling.make_sampler`` (G responses per prompt) or any ``(params, prompt_tokens, prompt_mask,
+      key) -> sampling.GenerateOutput``.
+    grade: ``(golds, responses) -> results`` (``grading.Grader``).  decode: token ids → text.
+    stream: the prompt stream.  rollout: its options.  reward: the reward (r_max / r_min for estimators).
+    keep: the group filter ``rewards f32[n, G] -> bool[n]``.  max_draws: 1 + refills (dynamic sampling).
+    score: ``batch.make_scorer``.  advantages: ``batch.make_advantages``.
+    train_step: ``update.make_train_step``.  place: puts the train inputs on the devices.
+    diagnose: optional ``(state, inputs, step) -> metrics`` run before the update (gradient norms by kind).
+    pad_id, eos_ids, format_token_ids: token ids (padding; end-token and answer-scaffold probabilities).
+  """
+  sample: Callable
+  grade: Callable
+  decode: Callable
+  stream: rollout_lib.PromptStream
+  rollout: rollout_lib.RolloutConfig
+  reward: grading.RewardConfig
+  keep: Callable
+  max_draws: int
+  score: Callable
+  advantages: Callable
+  train_step: Callable
+  place: Callable = lambda batch: {k: jnp.asarray(v) for k, v in batch.items()}
+  diagnose: Optional[Callable] = None
+  pad_id: int = 0
+  eos_ids: Sequence[int] = ()
+  format_token_ids: Sequence[int] = ()
+
+
+def rl_step(state: state_lib.TrainState, parts: StepParts, lookahead: int = 1):
+  """One RL step → (new state, metrics). ``lookahead``: draws to sample before grades are in (speed only)."""
+  key, next_rng = jax.random.split(jnp.asarray(state.rng, jnp.uint32))
+  stats, n = rollout_lib.DrawStats(), parts.rollout.groups_per_batch
+  # Draw and grade: G responses per prompt (the policy in the sampler's decode layout, made once per step),
+  # graded on a background thread; dynamic sampling refills until `keep` accepts n groups.
+  draws = rollout_lib.draw_groups(
+      parts.sample, parts.grade, parts.decode, sampling.prepare_params(state.params["policy"]), parts.stream,
+      int(state.data_position), key, cfg=parts.rollout, reward=parts.reward, pad_id=parts.pad_id, stats=stats,
+      max_draws=parts.max_draws, lookahead=min(lookahead, parts.max_draws))
+  groups = rollout_lib.fill(draws, parts.keep, n, stats)                  # [n, G], padding groups invalid
+  # Pack → score (old / reference log-probs, values) → advantages, all fixed-shape.
+  batch = batch_lib.pack(groups, parts.rollout, parts.pad_id)
+  batch = parts.score(state.params, state.ref_params, batch)
+  batch = parts.advantages(batch)
+  metrics = {**rollout_lib.draw_metrics(stats, groups),
+             **batch_lib.diagnostics(batch, parts.eos_ids, parts.format_token_ids)}
+  # Update.
+  inputs = parts.place(batch_lib.train_inputs(batch))
+  if parts.diagnose is not None:
+    metrics.update(parts.diagnose(state, inputs))
+  position = int(state.data_position) + stats.used * n
+  state = state.replace(rng=_like(next_rng, state.rng),
+                        data_position=_like(jnp.asarray(position, jnp.int32), state.data_position))
+  t0 = time.perf_counter()
+  state, update_metrics = parts.train_step(state, inputs)
+  metrics.update(jax.device_get(update_metrics))
+  metrics.update({"time/update": time.perf_counter() - t0, "data_position": position,
+                  "tokens_per_sec/update": float(batch["attention_mask"].sum()) / max(time.perf_counter() - t0, 1e-9)})
+  return state, metrics
+
+
+def _like(value, like):
+  """``value`` with the sharding of ``like`` (a replicated scalar of a sharded state stays replicated)."""
+  sh = getattr(like, "sharding", None)
+  if sh is None or jax.process_count() == 1 and len(sh.device_set) == 1:
+    return value
+  from ngrpo_jax import sharding  # pylint: disable=g-import-not-at-top  (sharding imports the model)
+  return sharding.device_put_global(np.asarray(jax.device_get(value)), sh)
