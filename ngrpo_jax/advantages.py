@@ -31,6 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ngrpo_jax._checks import as_float, check_nonnegative, check_rank, check_shape
+
 Array = jax.Array  # (the math core needs only jax and numpy at run time)
 
 
@@ -50,40 +52,16 @@ def _check_finite(x, name: str):
       raise ValueError(f"`{name}` contains NaN or infinite values.")
 
 
-def _check_rank(x, rank: int, name: str):
-  if not hasattr(x, "ndim"):
-    raise TypeError(f"`{name}` must be an array, got {type(x).__name__}.")
-  if x.ndim != rank:
-    raise ValueError(f"`{name}` must have rank {rank}, got shape {tuple(x.shape)}.")
-
-
-def _check_same_shape(x, ref, name: str, ref_name: str):
-  if tuple(x.shape) != tuple(ref.shape):
-    raise ValueError(f"`{name}` has shape {tuple(x.shape)} but `{ref_name}` has shape {tuple(ref.shape)}.")
-
-
-def _check_eps(eps, name: str = "eps"):
-  if not isinstance(eps, (int, float)) or not np.isfinite(eps) or eps < 0:
-    raise ValueError(f"`{name}` must be a finite number >= 0, got {eps!r}.")
-
-
 def _check_ddof(ddof):
   if not isinstance(ddof, (int, np.integer)) or isinstance(ddof, bool) or ddof < 0:
     raise ValueError(f"`ddof` must be a non-negative int (0 = population std, 1 = unbiased), got {ddof!r}.")
-
-
-def _as_float(x):
-  x = jnp.asarray(x)
-  if not jnp.issubdtype(x.dtype, jnp.floating):
-    x = x.astype(jnp.float32)
-  return x
 
 
 def _as_mask(mask, like, name: str):
   if mask is None:
     return jnp.ones(like.shape, dtype=bool)
   mask = jnp.asarray(mask)
-  _check_same_shape(mask, like, name, "rewards")
+  check_shape(mask, like.shape, name, "rewards")
   return mask.astype(bool)
 
 
@@ -108,19 +86,19 @@ def _ragged_layout(group_ids, num_groups: int) -> _Layout:
 
 
 def _prepare_dense(rewards, mask):
-  rewards = _as_float(rewards)
-  _check_rank(rewards, 2, "rewards")
+  rewards = as_float(rewards)
+  check_rank(rewards, 2, "rewards")
   mask = _as_mask(mask, rewards, "mask")
   _check_finite(jnp.where(mask, rewards, 0.0) if _is_concrete(rewards) else rewards, "rewards")
   return rewards, mask, _dense_layout()
 
 
 def _prepare_ragged(rewards, group_ids, num_groups, valid):
-  rewards = _as_float(rewards)
-  _check_rank(rewards, 1, "rewards")
+  rewards = as_float(rewards)
+  check_rank(rewards, 1, "rewards")
   group_ids = jnp.asarray(group_ids)
-  _check_rank(group_ids, 1, "group_ids")
-  _check_same_shape(group_ids, rewards, "group_ids", "rewards")
+  check_rank(group_ids, 1, "group_ids")
+  check_shape(group_ids, rewards.shape, "group_ids", "rewards")
   if not jnp.issubdtype(group_ids.dtype, jnp.integer):
     raise TypeError(f"`group_ids` must be an integer array, got dtype {group_ids.dtype}.")
   if not isinstance(num_groups, (int, np.integer)) or isinstance(num_groups, bool) or num_groups < 1:
@@ -298,7 +276,7 @@ def grpo(rewards: Array, mask: Optional[Array] = None, *, ddof: int = 1, eps: fl
     f32[num_groups, G] advantages.
   """
   _check_ddof(ddof)
-  _check_eps(eps)
+  check_nonnegative(eps, "eps")
   rewards, mask, layout = _prepare_dense(rewards, mask)
   return _grpo_core(rewards, mask, layout, ddof, eps)
 
@@ -307,7 +285,7 @@ def grpo_ragged(rewards: Array, group_ids: Array, num_groups: int, valid: Option
                 ddof: int = 1, eps: float = 1e-6) -> Array:
   """Ragged :func:`grpo`: flat ``rewards: f32[N]``, ``group_ids: int[N]``, ``valid: bool[N]`` → f32[N]."""
   _check_ddof(ddof)
-  _check_eps(eps)
+  check_nonnegative(eps, "eps")
   rewards, _, valid, layout = _prepare_ragged(rewards, group_ids, num_groups, valid)
   return _grpo_core(rewards, valid, layout, ddof, eps)
 
@@ -394,7 +372,7 @@ def ngrpo(rewards: Array, mask: Optional[Array] = None, *, r_virtual: float = 1.
     f32[num_groups, G] advantages. An all-r_virtual group has sigma' = 0 and A' = 0.
   """
   _check_ddof(ddof)
-  _check_eps(eps)
+  check_nonnegative(eps, "eps")
   _check_ngrpo_args(r_virtual, num_virtual)
   rewards, mask, layout = _prepare_dense(rewards, mask)
   return _ngrpo_core(rewards, mask, layout, r_virtual, int(num_virtual), ddof, eps)
@@ -404,7 +382,7 @@ def ngrpo_ragged(rewards: Array, group_ids: Array, num_groups: int, valid: Optio
                  r_virtual: float = 1.0, num_virtual: int = 1, ddof: int = 1, eps: float = 1e-6) -> Array:
   """Ragged :func:`ngrpo` (flat rewards + group ids + valid mask) → f32[N]."""
   _check_ddof(ddof)
-  _check_eps(eps)
+  check_nonnegative(eps, "eps")
   _check_ngrpo_args(r_virtual, num_virtual)
   rewards, _, valid, layout = _prepare_ragged(rewards, group_ids, num_groups, valid)
   return _ngrpo_core(rewards, valid, layout, r_virtual, int(num_virtual), ddof, eps)
@@ -416,7 +394,7 @@ def ngrpo_ragged(rewards: Array, group_ids: Array, num_groups: int, valid: Optio
 
 
 def _prepare_pointwise(rewards, mask):
-  rewards = _as_float(rewards)
+  rewards = as_float(rewards)
   if rewards.ndim < 1:
     raise ValueError("`rewards` must have rank >= 1, got a scalar.")
   mask = _as_mask(mask, rewards, "mask")
@@ -442,7 +420,7 @@ def w_reinforce(rewards: Array, mask: Optional[Array] = None, *, lam: float = 0.
   Returns:
     f32 advantages, same shape as ``rewards``.
   """
-  _check_eps(lam, "lam")
+  check_nonnegative(lam, "lam")
   rewards, mask = _prepare_pointwise(rewards, mask)
   adv = jnp.where(rewards >= threshold, jnp.asarray(lam, rewards.dtype), jnp.asarray(-1.0, rewards.dtype))
   return jnp.where(mask, adv, 0.0)
@@ -547,12 +525,12 @@ def gae(rewards_per_token: Array, values: Array, mask: Array, *, gamma: float = 
   Returns:
     (advantages f32[B, T], returns f32[B, T]), both 0 at masked tokens.
   """
-  rewards_per_token = _as_float(rewards_per_token)
-  values = _as_float(values)
-  _check_rank(rewards_per_token, 2, "rewards_per_token")
-  _check_same_shape(values, rewards_per_token, "values", "rewards_per_token")
+  rewards_per_token = as_float(rewards_per_token)
+  values = as_float(values)
+  check_rank(rewards_per_token, 2, "rewards_per_token")
+  check_shape(values, rewards_per_token.shape, "values", "rewards_per_token")
   mask = jnp.asarray(mask)
-  _check_same_shape(mask, rewards_per_token, "mask", "rewards_per_token")
+  check_shape(mask, rewards_per_token.shape, "mask", "rewards_per_token")
   mask = mask.astype(bool)
   for name, v in (("gamma", gamma), ("lam", lam)):
     if not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:

@@ -2,7 +2,8 @@
 
 All losses take per-token arrays ``[B, T]`` with a response ``mask: bool[B, T]`` and return
 ``(loss, diagnostics)`` where ``loss`` is a scalar to *minimise* and ``diagnostics`` a flat dict of scalars
-(already under ``stop_gradient``).
+(already under ``stop_gradient``). The policy loss is three functions composed: the per-token
+``clipped_surrogate``, ``aggregate`` and ``clip_diagnostics``; each can be used on its own.
 
 Aggregation (``aggregation=``), with m the mask and l the per-token loss:
 
@@ -20,10 +21,12 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+
+from ngrpo_jax._checks import as_float, check_nonnegative, check_rank, check_shape
 
 Array = jax.Array  # (the math core needs only jax and numpy at run time)
 
+# The names the ``aggregation=`` and ``estimator=`` arguments accept (configs validate against these).
 AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
 KL_ESTIMATORS = ("k1", "k2", "k3")
 
@@ -31,19 +34,6 @@ KL_ESTIMATORS = ("k1", "k2", "k3")
 # ----------------------------------------------------------------------------------------------------------
 # Validation.
 # ----------------------------------------------------------------------------------------------------------
-
-
-def _check_rank(x, rank, name):
-  if not hasattr(x, "ndim"):
-    raise TypeError(f"`{name}` must be an array, got {type(x).__name__}.")
-  if x.ndim != rank:
-    raise ValueError(f"`{name}` must have rank {rank}, got shape {tuple(x.shape)}.")
-
-
-def _check_shape(x, shape, name, ref_name):
-  if tuple(x.shape) != tuple(shape):
-    raise ValueError(f"`{name}` has shape {tuple(x.shape)}, expected {tuple(shape)} (the shape of "
-                     f"`{ref_name}`).")
 
 
 def _check_aggregation(aggregation, max_length):
@@ -55,15 +45,22 @@ def _check_aggregation(aggregation, max_length):
                        f"aggregation='seq_mean_token_sum_norm', got {max_length!r}.")
 
 
-def _float(x):
-  x = jnp.asarray(x)
-  return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
-
-
 def _mask(mask, shape, ref_name):
   mask = jnp.asarray(mask)
-  _check_shape(mask, shape, "mask", ref_name)
+  check_shape(mask, shape, "mask", ref_name)
   return mask.astype(bool)
+
+
+def _token_arrays(mask, **arrays):
+  """Float versions of the [B, T] ``arrays`` (the first keyword sets B, T) and the bool ``mask``, shape-checked."""
+  (ref_name, ref), *others = arrays.items()
+  ref = as_float(ref)
+  check_rank(ref, 2, ref_name)
+  out = [ref]
+  for name, x in others:
+    out.append(as_float(x))
+    check_shape(out[-1], ref.shape, name, ref_name)
+  return (*out, _mask(mask, ref.shape, ref_name))
 
 
 def _sanitise(x, mask):
@@ -85,7 +82,7 @@ def batch_normalizer(mask: Array, aggregation: str) -> Array:
   if aggregation not in AGGREGATIONS:
     raise ValueError(f"`aggregation` must be one of {AGGREGATIONS}, got {aggregation!r}.")
   mask = jnp.asarray(mask)
-  _check_rank(mask, 2, "mask")
+  check_rank(mask, 2, "mask")
   mask = mask.astype(bool)
   if aggregation == "token_mean":
     return jnp.sum(mask).astype(jnp.float32)
@@ -108,9 +105,7 @@ def aggregate(per_token: Array, mask: Array, *, aggregation: str = "seq_mean_tok
     f32 scalar.
   """
   _check_aggregation(aggregation, max_length)
-  per_token = _float(per_token)
-  _check_rank(per_token, 2, "per_token")
-  mask = _mask(mask, per_token.shape, "per_token")
+  per_token, mask = _token_arrays(mask, per_token=per_token)
   x = _sanitise(per_token, mask)
   if normalizer is None:
     normalizer = batch_normalizer(mask, aggregation)
@@ -145,20 +140,51 @@ def _frac(num_mask, den_mask):
 # ----------------------------------------------------------------------------------------------------------
 
 
-def policy_loss(logp: Array, old_logp: Array, advantages: Array, mask: Array, *, eps_pos: float = 0.2,
-                eps_neg: float = 0.2, dual_clip: Optional[float] = None,
-                aggregation: str = "seq_mean_token_mean", normalizer: Optional[Array] = None,
-                max_length: Optional[int] = None,
-                stop_gradient_advantages: bool = True) -> tuple[Array, dict]:
-  """Clipped surrogate with asymmetric clip range (NGRPO Asymmetric Clipping, Nan et al. 2025, Eq. 8).
+def _check_clip_args(eps_pos, eps_neg, dual_clip):
+  check_nonnegative(eps_pos, "eps_pos")
+  check_nonnegative(eps_neg, "eps_neg")
+  if eps_neg >= 1:
+    raise ValueError(f"`eps_neg` must be < 1 (the lower clip bound 1 − eps_neg must stay positive), got "
+                     f"{eps_neg!r}.")
+  if dual_clip is not None and (not isinstance(dual_clip, (int, float)) or not dual_clip > 1):
+    raise ValueError(f"`dual_clip` must be None or a number > 1, got {dual_clip!r}.")
+
+
+def _policy_inputs(logp, old_logp, advantages, mask, stop_gradient_advantages):
+  """Checks shapes; returns (logp, old_logp, advantages, mask), all [B, T], zero at masked tokens.
+
+  ``old_logp`` is under ``stop_gradient``; ``advantages`` too when ``stop_gradient_advantages``; a per-sequence
+  ``advantages: [B]`` is broadcast over tokens.
+  """
+  logp, old_logp, mask = _token_arrays(mask, logp=logp, old_logp=old_logp)
+  advantages = as_float(advantages)
+  if advantages.ndim == 1:
+    check_shape(advantages, logp.shape[:1], "advantages", "logp[:, 0]")
+    advantages = jnp.broadcast_to(advantages[:, None], logp.shape)
+  elif advantages.ndim == 2:
+    check_shape(advantages, logp.shape, "advantages", "logp")
+  else:
+    raise ValueError(f"`advantages` must have rank 1 ([B]) or 2 ([B, T]), got shape {tuple(advantages.shape)}.")
+  if stop_gradient_advantages:
+    advantages = jax.lax.stop_gradient(advantages)
+  return (_sanitise(logp, mask), _sanitise(jax.lax.stop_gradient(old_logp), mask),
+          _sanitise(advantages, mask), mask)
+
+
+def clipped_surrogate(logp: Array, old_logp: Array, advantages: Array, mask: Array, *, eps_pos: float = 0.2,
+                      eps_neg: float = 0.2, dual_clip: Optional[float] = None,
+                      stop_gradient_advantages: bool = True) -> Array:
+  """Per-token clipped surrogate with an asymmetric clip range (NGRPO's Asymmetric Clipping, Eq. 8).
 
   ρ = exp(logp − old_logp);   l = −min(ρ·A, clip(ρ, 1 − eps_neg, 1 + eps_pos)·A)
+  dual clip, for A < 0 only:  l = min(l, −dual_clip·A)
 
-  For A >= 0 only the upper bound binds (no gradient once ρ > 1 + eps_pos); for A < 0 only the lower one
-  (no gradient once ρ < 1 − eps_neg). eps_pos = eps_neg = ε is PPO (Schulman et al. 2017, arXiv 1707.06347);
-  eps_neg = 0.2, eps_pos = 0.28 is DAPO's clip-higher; NGRPO uses eps_neg = 0.16, eps_pos = 0.24. Optional
-  dual clip (Ye et al. 2020, arXiv 1912.09729) for A < 0: l = min(l, −dual_clip·A), bounding the loss when
-  ρ ≫ 1 on a negative sample.
+  NGRPO: Nan et al. 2025, arXiv 2509.18851, Eq. 8, as the authors' code implements it (PPO's pessimistic
+  objective with separate lower / upper clip widths). For A >= 0 only the upper bound binds (no gradient once
+  ρ > 1 + eps_pos); for A < 0 only the lower one (no gradient once ρ < 1 − eps_neg). eps_pos = eps_neg = ε
+  is PPO (Schulman et al. 2017, arXiv 1707.06347, Eq. 7); eps_neg = 0.2, eps_pos = 0.28 is DAPO's
+  clip-higher; NGRPO uses eps_neg = 0.16, eps_pos = 0.24. The dual clip (Ye et al. 2020, arXiv 1912.09729)
+  bounds the loss when ρ ≫ 1 on a negative sample.
 
   Args:
     logp: f32[B, T] log π_θ of the sampled tokens (differentiated).
@@ -169,76 +195,86 @@ def policy_loss(logp: Array, old_logp: Array, advantages: Array, mask: Array, *,
     eps_pos: upper clip width for A >= 0 (clip-ratio-high), >= 0. Default 0.2.
     eps_neg: lower clip width for A < 0 (clip-ratio-low), in [0, 1). Default 0.2.
     dual_clip: None (off) or a constant c > 1.
-    aggregation: see the module docstring; default "seq_mean_token_mean" (Eq. 1 / Eq. 7).
-    normalizer: full-batch N_tok / N_seq for exact micro-batch accumulation (see ``batch_normalizer``).
-    max_length: constant for "seq_mean_token_sum_norm".
     stop_gradient_advantages: wrap ``advantages`` in ``jax.lax.stop_gradient`` (default True).
 
   Returns:
-    (loss, diagnostics). Diagnostics (over this batch's valid tokens): ``clip_frac`` (tokens whose gradient
-    is clipped away), ``clip_frac_pos`` / ``clip_frac_neg`` (among A > 0 / A < 0 tokens), ``dual_clip_frac``,
-    ``ratio_mean`` / ``ratio_min`` / ``ratio_max``, ``approx_kl_k3`` = E[(ρ − 1) − log ρ] and
-    ``approx_kl_k2`` = E[½ (log ρ)²] (estimates of KL(π_old‖π_θ)), ``num_tokens``, ``num_pos_tokens``,
-    ``num_neg_tokens``, ``num_seqs``.
+    f32[B, T] per-token loss l (to minimise); 0 at masked tokens, whatever the inputs hold there.
   """
-  for name, v in (("eps_pos", eps_pos), ("eps_neg", eps_neg)):
-    if not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:
-      raise ValueError(f"`{name}` must be a finite number >= 0, got {v!r}.")
-  if eps_neg >= 1:
-    raise ValueError(f"`eps_neg` must be < 1 (the lower clip bound 1 − eps_neg must stay positive), got "
-                     f"{eps_neg!r}.")
-  if dual_clip is not None and (not isinstance(dual_clip, (int, float)) or not dual_clip > 1):
-    raise ValueError(f"`dual_clip` must be None or a number > 1, got {dual_clip!r}.")
-  _check_aggregation(aggregation, max_length)
-  logp, old_logp, advantages = _float(logp), _float(old_logp), _float(advantages)
-  _check_rank(logp, 2, "logp")
-  _check_shape(old_logp, logp.shape, "old_logp", "logp")
-  mask = _mask(mask, logp.shape, "logp")
-  if advantages.ndim == 1:
-    _check_shape(advantages, logp.shape[:1], "advantages", "logp[:, 0]")
-    advantages = jnp.broadcast_to(advantages[:, None], logp.shape)
-  elif advantages.ndim == 2:
-    _check_shape(advantages, logp.shape, "advantages", "logp")
-  else:
-    raise ValueError(f"`advantages` must have rank 1 ([B]) or 2 ([B, T]), got shape {tuple(advantages.shape)}.")
-  if stop_gradient_advantages:
-    advantages = jax.lax.stop_gradient(advantages)
-
-  logp = _sanitise(logp, mask)
-  old_logp = _sanitise(jax.lax.stop_gradient(old_logp), mask)
-  adv = _sanitise(advantages, mask)
-  log_ratio = logp - old_logp
-  ratio = jnp.exp(log_ratio)
+  _check_clip_args(eps_pos, eps_neg, dual_clip)
+  logp, old_logp, adv, _ = _policy_inputs(logp, old_logp, advantages, mask, stop_gradient_advantages)
+  ratio = jnp.exp(logp - old_logp)
   clipped_ratio = jnp.clip(ratio, 1.0 - eps_neg, 1.0 + eps_pos)
   per_token = jnp.maximum(-adv * ratio, -adv * clipped_ratio)
   if dual_clip is not None:
     per_token = jnp.where(adv < 0, jnp.minimum(per_token, -dual_clip * adv), per_token)
-  loss = aggregate(per_token, mask, aggregation=aggregation, normalizer=normalizer, max_length=max_length)
+  return per_token
 
+
+def clip_diagnostics(logp: Array, old_logp: Array, advantages: Array, mask: Array, *, eps_pos: float = 0.2,
+                     eps_neg: float = 0.2, dual_clip: Optional[float] = None) -> dict:
+  """Clipping and ratio statistics of :func:`clipped_surrogate` over the valid tokens, under stop_gradient.
+
+  Args: as :func:`clipped_surrogate` (shapes [B, T], advantages [B] or [B, T]).
+
+  Returns:
+    dict of f32 scalars: ``clip_frac`` (tokens whose gradient is clipped away: A > 0 and ρ > 1 + eps_pos, or
+    A < 0 and ρ < 1 − eps_neg), ``clip_frac_pos`` / ``clip_frac_neg`` (among A > 0 / A < 0 tokens),
+    ``dual_clip_frac`` (A < 0 and ρ > dual_clip), ``ratio_mean`` / ``ratio_min`` / ``ratio_max``,
+    ``approx_kl_k3`` = E[(ρ − 1) − log ρ] and ``approx_kl_k2`` = E[½ (log ρ)²] (estimates of KL(π_old‖π_θ)),
+    ``num_tokens``, ``num_pos_tokens``, ``num_neg_tokens``, ``num_seqs``.
+  """
+  _check_clip_args(eps_pos, eps_neg, dual_clip)
   sg = jax.lax.stop_gradient
-  ratio_d, log_ratio_d, adv_d = sg(ratio), sg(log_ratio), sg(adv)
-  pos = mask & (adv_d > 0)
-  neg = mask & (adv_d < 0)
-  clipped_pos = pos & (ratio_d > 1.0 + eps_pos)
-  clipped_neg = neg & (ratio_d < 1.0 - eps_neg)
-  dual = neg & (ratio_d > dual_clip) if dual_clip is not None else jnp.zeros_like(mask)
-  r_mean, r_min, r_max = _masked_stats(ratio_d, mask)
-  k3 = jnp.expm1(log_ratio_d) - log_ratio_d
-  k2 = 0.5 * log_ratio_d ** 2
-  diagnostics = {
+  logp, old_logp, adv, mask = _policy_inputs(logp, old_logp, advantages, mask, True)
+  log_ratio = sg(logp - old_logp)
+  ratio = jnp.exp(log_ratio)
+  pos = mask & (adv > 0)
+  neg = mask & (adv < 0)
+  clipped_pos = pos & (ratio > 1.0 + eps_pos)
+  clipped_neg = neg & (ratio < 1.0 - eps_neg)
+  dual = neg & (ratio > dual_clip) if dual_clip is not None else jnp.zeros_like(mask)
+  r_mean, r_min, r_max = _masked_stats(ratio, mask)
+  return {
       "clip_frac": _frac(clipped_pos | clipped_neg, mask),
       "clip_frac_pos": _frac(clipped_pos, pos),
       "clip_frac_neg": _frac(clipped_neg, neg),
       "dual_clip_frac": _frac(dual, mask),
       "ratio_mean": r_mean, "ratio_min": r_min, "ratio_max": r_max,
-      "approx_kl_k3": _masked_stats(k3, mask)[0],
-      "approx_kl_k2": _masked_stats(k2, mask)[0],
+      "approx_kl_k3": _masked_stats(jnp.expm1(log_ratio) - log_ratio, mask)[0],
+      "approx_kl_k2": _masked_stats(0.5 * log_ratio ** 2, mask)[0],
       "num_tokens": jnp.sum(mask).astype(jnp.float32),
       "num_pos_tokens": jnp.sum(pos).astype(jnp.float32),
       "num_neg_tokens": jnp.sum(neg).astype(jnp.float32),
       "num_seqs": jnp.sum(jnp.any(mask, axis=-1)).astype(jnp.float32),
   }
-  return loss, diagnostics
+
+
+def policy_loss(logp: Array, old_logp: Array, advantages: Array, mask: Array, *, eps_pos: float = 0.2,
+                eps_neg: float = 0.2, dual_clip: Optional[float] = None,
+                aggregation: str = "seq_mean_token_mean", normalizer: Optional[Array] = None,
+                max_length: Optional[int] = None,
+                stop_gradient_advantages: bool = True) -> tuple[Array, dict]:
+  """NGRPO / PPO policy loss: the aggregated :func:`clipped_surrogate` and its :func:`clip_diagnostics`.
+
+  L = aggregate(l, mask),   l = −min(ρ·A, clip(ρ, 1 − eps_neg, 1 + eps_pos)·A)   (NGRPO Eq. 7–8)
+
+  Args:
+    logp, old_logp, advantages, mask, eps_pos, eps_neg, dual_clip, stop_gradient_advantages: as
+      :func:`clipped_surrogate`.
+    aggregation: see the module docstring; default "seq_mean_token_mean" (GRPO Eq. 1 / NGRPO Eq. 7).
+    normalizer: full-batch N_tok / N_seq for exact micro-batch accumulation (see ``batch_normalizer``).
+    max_length: constant for "seq_mean_token_sum_norm".
+
+  Returns:
+    (loss, diagnostics): the f32 scalar to minimise, and the dict of :func:`clip_diagnostics`.
+  """
+  _check_clip_args(eps_pos, eps_neg, dual_clip)
+  _check_aggregation(aggregation, max_length)
+  clip = dict(eps_pos=eps_pos, eps_neg=eps_neg, dual_clip=dual_clip)
+  per_token = clipped_surrogate(logp, old_logp, advantages, mask, **clip,
+                                stop_gradient_advantages=stop_gradient_advantages)
+  loss = aggregate(per_token, mask, aggregation=aggregation, normalizer=normalizer, max_length=max_length)
+  return loss, clip_diagnostics(logp, old_logp, advantages, mask, **clip)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -258,7 +294,7 @@ def kl_per_token(logp: Array, ref_logp: Array, *, estimator: str = "k3",
     raise ValueError(f"`estimator` must be one of {KL_ESTIMATORS}, got {estimator!r}.")
   if clip_max is not None and (not isinstance(clip_max, (int, float)) or not clip_max > 0):
     raise ValueError(f"`clip_max` must be None or a number > 0, got {clip_max!r}.")
-  x = _float(ref_logp) - _float(logp)
+  x = as_float(ref_logp) - as_float(logp)
   if estimator == "k1":
     out = -x
   elif estimator == "k2":
@@ -286,11 +322,7 @@ def kl_penalty(logp: Array, ref_logp: Array, mask: Array, *, estimator: str = "k
     add to the loss.
   """
   _check_aggregation(aggregation, max_length)
-  logp = _float(logp)
-  _check_rank(logp, 2, "logp")
-  ref_logp = _float(ref_logp)
-  _check_shape(ref_logp, logp.shape, "ref_logp", "logp")
-  mask = _mask(mask, logp.shape, "logp")
+  logp, ref_logp, mask = _token_arrays(mask, logp=logp, ref_logp=ref_logp)
   per_token = kl_per_token(_sanitise(logp, mask), _sanitise(jax.lax.stop_gradient(ref_logp), mask),
                            estimator=estimator, clip_max=clip_max)
   loss = aggregate(per_token, mask, aggregation=aggregation, normalizer=normalizer, max_length=max_length)
@@ -309,7 +341,7 @@ def token_entropy(logits: Array) -> Array:
   Computed on max-shifted logits (stable for large |z|); entries of −inf (banned tokens) contribute 0.
   Shape: [..., V] → [...].
   """
-  logits = _float(logits)
+  logits = as_float(logits)
   if logits.ndim < 1:
     raise ValueError("`logits` must have rank >= 1 (last axis = vocabulary).")
   finite = jnp.isfinite(logits)
@@ -336,8 +368,8 @@ def entropy(logits: Array, mask: Optional[Array] = None, *, aggregation: str = "
     (aggregated entropy — a quantity to *maximise*, {"per_token": f32[B, T] entropies (0 at masked
     tokens), "entropy_mean": token mean, "entropy_min", "entropy_max"}).
   """
-  logits = _float(logits)
-  _check_rank(logits, 3, "logits")
+  logits = as_float(logits)
+  check_rank(logits, 3, "logits")
   mask = jnp.ones(logits.shape[:2], bool) if mask is None else _mask(mask, logits.shape[:2], "logits[..., 0]")
   h = jnp.where(mask, token_entropy(_sanitise(logits, mask[..., None])), 0.0)
   value = aggregate(h, mask, aggregation=aggregation, normalizer=normalizer, max_length=max_length)
@@ -373,12 +405,7 @@ def value_loss(values: Array, old_values: Array, returns: Array, mask: Array, *,
   if clip_eps is not None and (not isinstance(clip_eps, (int, float)) or not clip_eps >= 0):
     raise ValueError(f"`clip_eps` must be None or a number >= 0, got {clip_eps!r}.")
   _check_aggregation(aggregation, max_length)
-  values = _float(values)
-  _check_rank(values, 2, "values")
-  old_values, returns = _float(old_values), _float(returns)
-  _check_shape(old_values, values.shape, "old_values", "values")
-  _check_shape(returns, values.shape, "returns", "values")
-  mask = _mask(mask, values.shape, "values")
+  values, old_values, returns, mask = _token_arrays(mask, values=values, old_values=old_values, returns=returns)
   v = _sanitise(values, mask)
   v_old = _sanitise(jax.lax.stop_gradient(old_values), mask)
   ret = _sanitise(jax.lax.stop_gradient(returns), mask)

@@ -323,7 +323,7 @@ def sample_tokens(logits: jax.Array, keys: jax.Array, step, *, temperature=1.0, 
   chex.assert_rank(logits, 2)
   if greedy:
     # argmax as first index of the max: two plain reductions, which XLA:CPU vectorises (jnp.argmax's
-    # variadic reduce is ~10x slower there). Same result as torch.argmax for finite logits.
+    # variadic reduce is much slower there; docs/benchmarks.md). Same result as torch.argmax for finite logits.
     is_max = logits == jnp.max(logits, axis=-1, keepdims=True)
     v = logits.shape[-1]
     tok = jnp.min(jnp.where(is_max, jnp.arange(v, dtype=jnp.int32), v - 1), axis=-1)  # (v - 1: NaN rows)
@@ -387,7 +387,7 @@ def prepare_params(params: dict) -> dict:
   """The decode layout of Qwen2 params: one weight dict per layer (``qwen2.unstack_layers``).
 
   ``generate`` accepts either layout and gives the same tokens; prepared params skip the per-step slicing
-  of stacked weights (SMALL benchmark: 25 → 19 ms per decode step). Costs one copy of the layer weights
+  of stacked weights (faster per decode step; measured in docs/benchmarks.md). Costs one copy of the layer weights
   (make it once per policy update, e.g. at the start of a rollout). params: the training (stacked) layout or an
   already prepared one (same values). Works on sharded params (the sharded training loop uses it).
   """

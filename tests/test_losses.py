@@ -1,6 +1,4 @@
 """Tests of ngrpo_jax.losses against slow numpy references (values, gradients, aggregation, accumulation)."""
-import functools
-
 import hypothesis
 from hypothesis import strategies as st
 import jax
@@ -12,17 +10,11 @@ from ngrpo_jax import losses
 
 AGGS = losses.AGGREGATIONS
 MAX_LEN = 16
-
-
-def _jitted(fn, **static):
-  return jax.jit(functools.partial(fn, **static))
-
-
-@pytest.fixture(params=["eager", "jit"])
-def variant(request):
-  if request.param == "eager":
-    return lambda fn, **static: functools.partial(fn, **static)
-  return _jitted
+# Keyword arguments that are Python values, static under jax.jit (the `variant` fixture, tests/conftest.py).
+CLIP_STATIC = ("eps_pos", "eps_neg", "dual_clip")
+SURROGATE_STATIC = CLIP_STATIC + ("stop_gradient_advantages",)
+AGG_STATIC = ("aggregation", "max_length")
+POLICY_STATIC = SURROGATE_STATIC + AGG_STATIC
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -36,6 +28,16 @@ def ref_policy_token(lp, olp, a, eps_pos, eps_neg, dual_clip=None):
   if dual_clip is not None and a < 0:
     loss = min(loss, -dual_clip * a)
   return loss
+
+
+def ref_per_token(logp, old, adv, mask, eps_pos, eps_neg, dual_clip=None):
+  """float64 [B, T] per-token loss from ref_policy_token (0 at masked tokens); adv is [B] or [B, T]."""
+  a_tok = np.broadcast_to(adv[:, None], logp.shape) if adv.ndim == 1 else adv
+  per_token = np.zeros(logp.shape, np.float64)
+  for b, t in zip(*np.nonzero(mask)):
+    per_token[b, t] = ref_policy_token(float(logp[b, t]), float(old[b, t]), float(a_tok[b, t]), eps_pos,
+                                       eps_neg, dual_clip)
+  return per_token
 
 
 def ref_aggregate(per_token, mask, mode, normalizer=None, max_length=MAX_LEN):
@@ -78,13 +80,10 @@ def _agg_kw(agg):
 def test_policy_loss_vs_numpy(variant, agg, per_seq_adv, clip):
   eps_pos, eps_neg, dual = clip
   logp, old, adv, mask = _batch(per_seq_adv=per_seq_adv)
-  loss, diag = variant(losses.policy_loss, eps_pos=eps_pos, eps_neg=eps_neg, dual_clip=dual,
-                       **_agg_kw(agg))(logp, old, adv, mask)
+  loss, diag = variant(losses.policy_loss, static_argnames=POLICY_STATIC)(
+      logp, old, adv, mask, eps_pos=eps_pos, eps_neg=eps_neg, dual_clip=dual, **_agg_kw(agg))
   a_tok = np.broadcast_to(adv[:, None], logp.shape) if per_seq_adv else adv
-  per_token = np.zeros(logp.shape)
-  for b, t in zip(*np.nonzero(mask)):
-    per_token[b, t] = ref_policy_token(float(logp[b, t]), float(old[b, t]), float(a_tok[b, t]), eps_pos,
-                                       eps_neg, dual)
+  per_token = ref_per_token(logp, old, adv, mask, eps_pos, eps_neg, dual)
   np.testing.assert_allclose(float(loss), ref_aggregate(per_token, mask, agg), rtol=1e-5, atol=1e-6)
   ratio = np.exp(logp - old)[mask]
   a_m = a_tok[mask]
@@ -101,6 +100,62 @@ def test_policy_loss_vs_numpy(variant, agg, per_seq_adv, clip):
   assert float(diag["num_tokens"]) == mask.sum()
   assert float(diag["num_seqs"]) == mask.any(-1).sum()
   assert float(diag["num_pos_tokens"]) == (a_m > 0).sum()
+
+
+@pytest.mark.parametrize("per_seq_adv", [True, False])
+@pytest.mark.parametrize("clip", [(0.2, 0.2, None), (0.24, 0.16, None), (0.28, 0.2, 3.0)])
+def test_clipped_surrogate_vs_numpy(variant, per_seq_adv, clip):
+  eps_pos, eps_neg, dual = clip
+  logp, old, adv, mask = _batch(seed=9, per_seq_adv=per_seq_adv)
+  old[~mask] = np.nan                              # junk at masked tokens gives 0 there, not NaN
+  surrogate = variant(losses.clipped_surrogate, static_argnames=SURROGATE_STATIC)
+  kw = dict(eps_pos=eps_pos, eps_neg=eps_neg, dual_clip=dual)
+  per_token = surrogate(logp, old, adv, mask, **kw)
+  assert per_token.shape == logp.shape and per_token.dtype == jnp.float32
+  np.testing.assert_allclose(np.asarray(per_token), ref_per_token(logp, old, adv, mask, **kw), rtol=1e-5,
+                             atol=1e-7)
+  # dl/dlogp = −A·ρ where neither clip binds, 0 where one does (per token: the sum's gradient).
+  grad = np.asarray(jax.grad(lambda lp: jnp.sum(surrogate(lp, old, adv, mask, **kw)))(jnp.asarray(logp)))
+  a_tok = np.broadcast_to(adv[:, None], logp.shape) if per_seq_adv else adv
+  r = np.exp(logp.astype(np.float64) - old)
+  clipped = ((a_tok > 0) & (r > 1 + eps_pos)) | ((a_tok < 0) & (r < 1 - eps_neg))
+  if dual is not None:
+    clipped |= (a_tok < 0) & (r > dual)
+  np.testing.assert_allclose(grad, np.where(mask & ~clipped, -a_tok * r, 0.0), rtol=1e-5, atol=1e-7)
+
+
+def test_clipped_surrogate_stop_gradient_advantages(variant):
+  logp, old, adv, mask = _batch(seed=10)
+  surrogate = variant(losses.clipped_surrogate, static_argnames=SURROGATE_STATIC)
+  grad = lambda sg: jax.grad(lambda a: jnp.sum(surrogate(logp, old, a, mask, stop_gradient_advantages=sg)))
+  np.testing.assert_array_equal(np.asarray(grad(True)(jnp.asarray(adv))), 0.0)
+  assert np.any(np.asarray(grad(False)(jnp.asarray(adv))) != 0.0)
+
+
+@pytest.mark.parametrize("clip", [(0.2, 0.2, None), (0.28, 0.2, 3.0)])
+def test_clip_diagnostics_equal_policy_loss_diagnostics(variant, clip):
+  eps_pos, eps_neg, dual = clip
+  logp, old, adv, mask = _batch(seed=11)
+  kw = dict(eps_pos=eps_pos, eps_neg=eps_neg, dual_clip=dual)
+  diag = variant(losses.clip_diagnostics, static_argnames=CLIP_STATIC)(logp, old, adv, mask, **kw)
+  _, expected = variant(losses.policy_loss, static_argnames=POLICY_STATIC)(logp, old, adv, mask, **kw)
+  assert set(diag) == {"clip_frac", "clip_frac_pos", "clip_frac_neg", "dual_clip_frac", "ratio_mean",
+                       "ratio_min", "ratio_max", "approx_kl_k3", "approx_kl_k2", "num_tokens",
+                       "num_pos_tokens", "num_neg_tokens", "num_seqs"}
+  assert list(diag) == list(expected)
+  for key in diag:
+    assert diag[key].shape == () and diag[key].dtype == jnp.float32, key
+    np.testing.assert_array_equal(np.asarray(diag[key]), np.asarray(expected[key]), err_msg=key)
+
+
+def test_policy_loss_is_aggregated_surrogate(variant):
+  logp, old, adv, mask = _batch(seed=12, per_seq_adv=False)
+  kw = dict(eps_pos=0.24, eps_neg=0.16)
+  for agg in AGGS:
+    loss, _ = variant(losses.policy_loss, static_argnames=POLICY_STATIC)(logp, old, adv, mask, **kw,
+                                                                         **_agg_kw(agg))
+    per_token = losses.clipped_surrogate(logp, old, adv, mask, **kw)
+    np.testing.assert_allclose(float(loss), float(losses.aggregate(per_token, mask, **_agg_kw(agg))), rtol=1e-6)
 
 
 @pytest.mark.parametrize("agg", AGGS)
@@ -130,20 +185,20 @@ def test_symmetric_clip_equals_ppo_value_and_gradient(agg):
   np.testing.assert_allclose(np.asarray(grad), exp_grad, rtol=1e-5, atol=1e-8)
 
 
-def test_zero_gradient_exactly_in_clipped_regions():
+def test_zero_gradient_exactly_in_clipped_regions(variant):
   eps_pos, eps_neg = 0.24, 0.16
   ratios = np.array([[1.5, 1.1, 0.5, 1.3], [0.7, 0.95, 1.5, 0.8]], np.float32)
   adv = np.array([[1.0, 1.0, 1.0, 1.0], [-1.0, -1.0, -1.0, -1.0]], np.float32)
   old = np.log(np.full(ratios.shape, 0.4, np.float32))
   logp = old + np.log(ratios)
   mask = np.ones(ratios.shape, bool)
-  for fn in (losses.policy_loss, jax.jit(losses.policy_loss, static_argnames=("eps_pos", "eps_neg"))):
-    grad = jax.grad(lambda lp: fn(lp, old, adv, mask, eps_pos=eps_pos, eps_neg=eps_neg)[0])(jnp.asarray(logp))
-    grad = np.asarray(grad)
-    clipped = ((adv >= 0) & (ratios > 1 + eps_pos)) | ((adv < 0) & (ratios < 1 - eps_neg))
-    assert clipped.sum() == 4
-    assert np.all(grad[clipped] == 0.0)
-    assert np.all(grad[~clipped] != 0.0)
+  fn = variant(losses.policy_loss, static_argnames=POLICY_STATIC)
+  grad = jax.grad(lambda lp: fn(lp, old, adv, mask, eps_pos=eps_pos, eps_neg=eps_neg)[0])(jnp.asarray(logp))
+  grad = np.asarray(grad)
+  clipped = ((adv >= 0) & (ratios > 1 + eps_pos)) | ((adv < 0) & (ratios < 1 - eps_neg))
+  assert clipped.sum() == 4
+  assert np.all(grad[clipped] == 0.0)
+  assert np.all(grad[~clipped] != 0.0)
 
 
 def test_dual_clip_bounds_negative_loss():
@@ -239,7 +294,7 @@ def test_aggregation_modes_differ_and_match_reference(variant):
   x = rng.normal(size=(4, 6)).astype(np.float32)
   mask = np.arange(6)[None] < np.array([[1], [6], [0], [3]])
   for agg in AGGS:
-    got = float(variant(losses.aggregate, **_agg_kw(agg))(x, mask))
+    got = float(variant(losses.aggregate, static_argnames=AGG_STATIC)(x, mask, **_agg_kw(agg)))
     np.testing.assert_allclose(got, ref_aggregate(x, mask, agg), rtol=1e-5)
   with pytest.raises(ValueError, match="max_length"):
     losses.aggregate(x, mask, aggregation="seq_mean_token_sum_norm")
@@ -253,12 +308,13 @@ def test_aggregation_modes_differ_and_match_reference(variant):
 @pytest.mark.parametrize("estimator", losses.KL_ESTIMATORS)
 def test_kl_penalty_vs_numpy(variant, estimator):
   logp, ref, _, mask = _batch(seed=4)
-  loss, diag = variant(losses.kl_penalty, estimator=estimator, aggregation="token_mean")(logp, ref, mask)
+  kl_penalty = variant(losses.kl_penalty, static_argnames=("estimator", "aggregation"))
+  loss, diag = kl_penalty(logp, ref, mask, estimator=estimator, aggregation="token_mean")
   x = (ref - logp).astype(np.float64)[mask]
   per = {"k1": -x, "k2": 0.5 * x ** 2, "k3": np.exp(x) - 1 - x}[estimator]
   np.testing.assert_allclose(float(loss), per.mean(), rtol=1e-4)
   np.testing.assert_allclose(float(diag["kl_max"]), per.max(), rtol=1e-4)
-  same, _ = variant(losses.kl_penalty, estimator=estimator, aggregation="token_mean")(logp, logp, mask)
+  same, _ = kl_penalty(logp, logp, mask, estimator=estimator, aggregation="token_mean")
   assert float(same) == 0.0
 
 
@@ -296,7 +352,7 @@ def test_value_loss_vs_numpy(variant, clip_eps):
   rng = np.random.default_rng(8)
   v, v_old, ret = (rng.normal(size=(3, 4)).astype(np.float32) for _ in range(3))
   mask = rng.uniform(size=(3, 4)) > 0.3
-  loss, diag = variant(losses.value_loss, clip_eps=clip_eps)(v, v_old, ret, mask)
+  loss, diag = variant(losses.value_loss, static_argnames=("clip_eps",))(v, v_old, ret, mask, clip_eps=clip_eps)
   per = np.zeros((3, 4))
   for b, t in zip(*np.nonzero(mask)):
     e = (v[b, t] - ret[b, t]) ** 2
@@ -318,6 +374,10 @@ def test_value_loss_vs_numpy(variant, clip_eps):
     (lambda b: losses.policy_loss(b[0], b[1], b[2][:3], b[3]), "advantages"),
     (lambda b: losses.policy_loss(b[0][0], b[1][0], b[2], b[3][0]), "logp"),
     (lambda b: losses.policy_loss(b[0], b[1], b[2], b[3][:, :2]), "mask"),
+    (lambda b: losses.clipped_surrogate(*b, eps_neg=-0.1), "eps_neg"),
+    (lambda b: losses.clipped_surrogate(b[0], b[1], b[2][:, None, None], b[3]), "advantages"),
+    (lambda b: losses.clip_diagnostics(*b, dual_clip=1.0), "dual_clip"),
+    (lambda b: losses.clip_diagnostics(b[0], b[1][:2], b[2], b[3]), "old_logp"),
     (lambda b: losses.kl_penalty(b[0], b[1], b[3], estimator="k4"), "estimator"),
     (lambda b: losses.value_loss(b[0], b[1], b[0], b[3], clip_eps=-1.0), "clip_eps"),
     (lambda b: losses.entropy(b[0]), "logits"),

@@ -11,8 +11,8 @@ the logit cotangent in closed form,
 so per chunk it costs one matmul forward and three backward (logits, d hidden, d W_head). With
 ``chunk_size=None`` the whole [B, T, V] block is one chunk and its logits are kept for the backward (three
 matmuls, the fastest path when memory allows; what torch/transformers does). Autodiff of a checkpointed
-log-softmax instead recomputes the logits AND differentiates through max / exp / sum / gather, which on
-XLA:CPU cost 1.4-1.7× this (SMALL benchmark shape: 1.39 s vs 0.99 s chunked, 1.37 s vs 0.79 s in one chunk).
+log-softmax instead recomputes the logits AND differentiates through max / exp / sum / gather, which costs
+more on XLA:CPU (measured in docs/benchmarks.md, "Measurements cited from code").
 """
 import functools
 import math

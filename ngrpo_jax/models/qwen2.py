@@ -327,7 +327,7 @@ def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
 def _dense(x, p, dtype):
   # The matmul runs on [N, in] with the leading dims flattened: the weight gradient is then a plain 2-D
   # xᵀ·dy, whereas a 3-D [B, T, in] operand makes XLA:CPU materialise a slow 3-D transpose of the
-  # activations in the backward pass (≈ 2× slower train steps; benchmarks/train_step_benchmark.py).
+  # activations in the backward pass (slower train steps; measured in docs/benchmarks.md).
   y = x.reshape(-1, x.shape[-1]) @ p["kernel"].astype(dtype)
   if "bias" in p:
     y = y + p["bias"].astype(dtype)
@@ -355,7 +355,7 @@ def _attention(p, config, x, cos, sin, allowed, kv=None, layer=None, write_at=No
   if kv is not None and layer is None:
     # This layer's own buffers (a per-layer cache): keys transposed [B, K, hd, S], values [B, K, S, hd],
     # attended directly (no slicing); the transposed keys make q·kᵀ a plain [G·T, hd] x [hd, S] matmul,
-    # which XLA:CPU runs ~4x faster than contracting both minor dims.
+    # which XLA:CPU runs faster than contracting both minor dims (docs/benchmarks.md).
     cache_k, cache_v = kv
     cache_k = jax.lax.dynamic_update_slice(cache_k, k.transpose(0, 1, 3, 2).astype(cache_k.dtype),
                                            (0, 0, 0, write_at))
