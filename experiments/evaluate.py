@@ -130,7 +130,8 @@ def load_trainer_policy(path, *, dtype: str = "float32"):
   from ngrpo_jax import data  # pylint: disable=g-import-not-at-top
   from ngrpo_jax import models  # pylint: disable=g-import-not-at-top
   from ngrpo_jax.models import hf_checkpoint  # pylint: disable=g-import-not-at-top
-  from ngrpo_jax.training import loop  # pylint: disable=g-import-not-at-top
+  from ngrpo_jax.training import builders  # pylint: disable=g-import-not-at-top
+  from ngrpo_jax.training import config as config_lib  # pylint: disable=g-import-not-at-top
 
   dirs = _trainer_checkpoint_dirs(pathlib.Path(path))
   if dirs is None:
@@ -158,8 +159,8 @@ def load_trainer_policy(path, *, dtype: str = "float32"):
     tokenizer = models.load_tokenizer(model_spec["init_from"])
   else:
     tokenizer = data.build_tokenizer()
-    spec = loop.ModelSpec(**{**model_spec, "dtype": dtype})
-    config, _ = loop.build_model(spec, tokenizer, seed=0)
+    spec = config_lib.ModelSpec(**{**model_spec, "dtype": dtype})
+    config, _ = builders.build_model(spec, tokenizer, seed=0)
   return config, params, tokenizer
 
 
@@ -191,7 +192,7 @@ def resolve_tokenizer(tokenizer: Optional[str], model_tokenizer_dir, dataset: st
 
 
 def heldout_spec(workdir) -> dict:
-  """``run`` arguments that select a trainer run's held-out set (``loop.build_data``: synthetic test split
+  """``run`` arguments that select a trainer run's held-out set (``builders.build_data``: synthetic test split
   with seed ``1000·seed + 3``, ``task.eval_difficulty``, ``task.num_eval_problems``; or ``task.eval_path``),
   its prompt template and its evaluation response budget."""
   path = pathlib.Path(workdir) / "config.json"
@@ -257,8 +258,8 @@ def run(*, model: str, dataset: str, output_dir: str, data_dir: str = "../shared
               "created": time.strftime("%Y-%m-%d %H:%M:%S")}
   log(f"evaluating {metadata['label']} on {metadata['dataset']}: {len(problems)} problems × {num_samples} "
       f"samples, T={temperature}, top-p={top_p}, max_new_tokens={max_new_tokens}")
-  with evaluation.CheckerGrader(num_workers=num_workers, timeout=grade_timeout,
-                                require_boxed=require_boxed) as grader:
+  from ngrpo_jax import grading  # pylint: disable=g-import-not-at-top
+  with grading.Grader(num_workers=num_workers, timeout=grade_timeout, require_boxed=require_boxed) as grader:
     return evaluation.evaluate(problems, sample_fn, grader, output_dir, num_samples=num_samples,
                                prompts_per_batch=prompts_per_batch, key=jax.random.key(seed),
                                prompt_fn=prompt_fn, settings=settings, metadata=metadata,

@@ -72,9 +72,10 @@ UPDATE_KW = dict(num_minibatches=2, num_microbatches=2, logprob_chunk_size=4)
 def make_step(config, algo_name="ngrpo"):
   """(raw train_step, optimizer) for the tiny case: AdamW (weight decay 0.01), clip 1.0, 2 minibatches."""
   from ngrpo_jax.training import algorithms
+  from ngrpo_jax.training import objective
   from ngrpo_jax.training import state as state_lib
   from ngrpo_jax.training import update
-  algo = algorithms.get_algorithm(algo_name, entropy_coef=0.001)
+  algo = algorithms.with_term(algorithms.get_algorithm(algo_name), objective.entropy_term(0.001))
   # lr 1e-3 (the paper uses 1e-6): Adam divides each gradient by its own RMS, so an update's float32
   # rounding is ~lr × the relative rounding of tiny gradient entries; 1e-3 keeps that well under 1e-5.
   opt, sched = state_lib.make_optimizer(state_lib.OptimConfig(learning_rate=1e-3), 1e-3)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from ngrpo_jax import evaluation
+from ngrpo_jax import grading
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -221,7 +222,7 @@ def test_evaluate_validates_inputs(tmp_path):
 
 
 def test_checker_grader_grades_with_sympy_checker():
-  with evaluation.CheckerGrader(num_workers=1, timeout=2.0) as grader:
+  with grading.Grader(num_workers=1, timeout=2.0) as grader:
     results = grader(["\\frac{1}{2}", "3", "x^2"], ["so \\boxed{0.5}", "\\boxed{4}", "\\boxed{x \\cdot x}"])
   assert [r.equivalent for r in results] == [True, False, True]
 

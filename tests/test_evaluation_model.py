@@ -106,13 +106,13 @@ def test_load_trainer_checkpoint_restores_the_saved_policy(tmp_path):
   """A trainer workdir (config.json + orbax checkpoints/, written with the trainer's own Checkpointer) loads
   as the same model config and bit-identical policy params; bad paths give clear errors."""
   import dataclasses  # pylint: disable=g-import-not-at-top
-  from ngrpo_jax.training import checkpoint, loop  # pylint: disable=g-import-not-at-top
+  from ngrpo_jax.training import builders, checkpoint, config as config_lib  # pylint: disable=g-import-not-at-top
   from ngrpo_jax.training import state as state_lib  # pylint: disable=g-import-not-at-top
-  spec = loop.ModelSpec(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+  spec = config_lib.ModelSpec(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
                         num_key_value_heads=1)
-  checkpoint.write_json(tmp_path / "config.json", loop.to_dict(dataclasses.replace(loop.ExperimentConfig(),
+  checkpoint.write_json(tmp_path / "config.json", config_lib.to_dict(dataclasses.replace(config_lib.ExperimentConfig(),
                                                                                     model=spec)))
-  config, params = loop.build_model(spec, data.build_tokenizer(), seed=3)
+  config, params = builders.build_model(spec, data.build_tokenizer(), seed=3)
   optimizer, _ = state_lib.make_optimizer(state_lib.OptimConfig(), 1e-3)
   ckpt = checkpoint.Checkpointer(tmp_path / "checkpoints")
   ckpt.save(state_lib.create_train_state(params, optimizer, 0).replace(step=jax.numpy.int32(5)), {})
@@ -133,17 +133,17 @@ def test_load_trainer_checkpoint_restores_the_saved_policy(tmp_path):
 
 def test_heldout_spec_selects_the_trainers_heldout_problems(tmp_path):
   import dataclasses  # pylint: disable=g-import-not-at-top
-  from ngrpo_jax.training import checkpoint, loop  # pylint: disable=g-import-not-at-top
-  task = loop.TaskSpec(eval_difficulty=(1.5, 3.0), num_eval_problems=9, num_sft_examples=2, num_rl_prompts=2)
-  cfg = dataclasses.replace(loop.ExperimentConfig(), seed=4, task=task)
-  checkpoint.write_json(tmp_path / "config.json", loop.to_dict(cfg))
+  from ngrpo_jax.training import builders, checkpoint, config as config_lib  # pylint: disable=g-import-not-at-top
+  task = config_lib.TaskSpec(eval_difficulty=(1.5, 3.0), num_eval_problems=9, num_sft_examples=2, num_rl_prompts=2)
+  cfg = dataclasses.replace(config_lib.ExperimentConfig(), seed=4, task=task)
+  checkpoint.write_json(tmp_path / "config.json", config_lib.to_dict(cfg))
   spec = evaluate_bin.heldout_spec(tmp_path)
   assert spec["prompt_template"] == "compact" and spec["max_new_tokens"] == cfg.rollout.max_new_tokens
   problems = evaluate_bin.load_dataset(spec["dataset"], data_dir=".", synthetic_seed=spec["synthetic_seed"],
                                        synthetic_difficulty=spec["synthetic_difficulty"],
                                        synthetic_num_problems=spec["synthetic_num_problems"])
   tok = data.build_tokenizer()
-  theirs = loop.build_data(task, tok, cfg.seed)["eval"]
+  theirs = builders.build_data(task, tok, cfg.seed)["eval"]
   assert [p["answer"] for p in problems] == [q["answer"] for q in theirs]
   assert [tok(data.compact_prompt(p["problem"]), add_special_tokens=False)["input_ids"] for p in problems] == \
       [q["prompt_ids"] for q in theirs]

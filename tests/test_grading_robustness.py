@@ -132,9 +132,9 @@ def test_reward_batch(pool):
   # require_boxed=True (default): the un-boxed correct "7" earns nothing.
   np.testing.assert_array_equal(rewards, (np.array(expected) & boxed).astype(np.float32))
   assert rewards.dtype == np.float32 and rewards.shape == (len(golds),)
-  rewards = grading.reward_batch(responses, golds, correct_reward=1.0, incorrect_reward=-1.0, format_penalty=0.5,
+  rewards = grading.reward_batch(responses, golds, grading.RewardConfig(wrong_reward=-1.0, format_reward=0.5),
                                  require_boxed=False, pool=pool)
-  reference = np.where(expected, 1.0, -1.0) - 0.5 * (~boxed)
+  reference = np.where(expected, 1.0, -1.0) + 0.5 * boxed
   np.testing.assert_allclose(rewards, reference)
-  with pytest.raises(ValueError, match="format_penalty"):
-    grading.reward_batch(responses, golds, format_penalty=float("nan"), pool=pool)
+  with pytest.raises(ValueError, match="format_reward"):
+    grading.RewardConfig(format_reward=float("nan"))

@@ -14,6 +14,7 @@ from ngrpo_jax import losses
 from ngrpo_jax import sharding
 from ngrpo_jax.models import qwen2
 from ngrpo_jax.training import algorithms
+from ngrpo_jax.training import objective
 from ngrpo_jax.training import update
 
 from tests import sharding_worker as cases
@@ -233,7 +234,7 @@ def test_logits_and_cache_match_single_device(params, batch, shape):
 
 
 def _grads(params, batch):
-  algo = algorithms.get_algorithm("ngrpo", entropy_coef=0.001)
+  algo = algorithms.with_term(algorithms.get_algorithm("ngrpo"), objective.entropy_term(0.001))
   loss_fn = update.make_loss_fn(CFG, algo, update.UpdateConfig(**cases.UPDATE_KW), batch["tokens"].shape[1])
 
   def f(p, b):

@@ -43,7 +43,7 @@ def _check_eval_outputs(workdir, tag):
 
 @pytest.mark.e2e
 def test_smoke_run_of_the_binary_writes_every_output(tmp_path):
-  res = _train(tmp_path / "run", "--config=smoke")
+  res = _train(tmp_path / "run", "--config=experiments/configs/cpu.py:smoke")
   assert res.returncode == 0, res.stderr[-3000:]
   out = tmp_path / "run"
   summary = json.loads((out / "summary.json").read_text())
@@ -67,19 +67,21 @@ def test_smoke_run_of_the_binary_writes_every_output(tmp_path):
   assert (out / "hf_export" / "config.json").exists() and (out / "eval_before.json").exists()
   assert list((out / "tb").iterdir()) and (out / "checkpoints").is_dir()
   assert "[rl]" in res.stdout and "[done]" in res.stdout
-  res = _train(out, "--config=smoke")                                  # a plain rerun: already finished
+  res = _train(out, "--config=experiments/configs/cpu.py:smoke")                                  # a plain rerun: already finished
   assert res.returncode == 0 and "has already finished (3/3 RL steps" in res.stdout, res.stderr[-2000:]
-  res = _train(out, "--config=smoke", "--set", "model.hidden_size=64")  # another model: refused, named
+  res = _train(out, "--config=experiments/configs/cpu.py:smoke", "--config.model.hidden_size=64")  # another model: refused, named
   assert res.returncode == 2 and "cannot resume" in res.stderr and "model.hidden_size: 32 → 64" in res.stderr
 
 
 @pytest.mark.e2e
 def test_binary_reports_clear_errors(tmp_path):
-  res = _train(tmp_path / "x", "--config=nope")
-  assert res.returncode != 0 and "unknown --config preset 'nope'" in res.stderr
-  res = _train(tmp_path / "x", "--config=smoke", "--set", "rollout.group_size=three")
-  assert res.returncode != 0 and "rollout.group_size: expected an int" in res.stderr
-  res = _train(tmp_path / "x", "--config=smoke", "--set", "update.num_minibatches=3")
+  res = _train(tmp_path / "x", "--config=experiments/configs/cpu.py:nope")
+  assert res.returncode != 0 and "unknown cpu.py config 'nope'" in res.stderr
+  res = _train(tmp_path / "x", "--config=experiments/configs/cpu.py:smoke", "--config.rollout.group_size=three")
+  assert res.returncode != 0 and "rollout.group_size" in res.stderr
+  res = _train(tmp_path / "x", "--config=experiments/configs/cpu.py:smoke", "--config.rollout.grup_size=3")
+  assert res.returncode != 0 and "grup_size" in res.stderr
+  res = _train(tmp_path / "x", "--config=experiments/configs/cpu.py:smoke", "--config.update.num_minibatches=3")
   assert res.returncode == 2 and "error:" in res.stderr and "divisible" in res.stderr
 
 
@@ -87,9 +89,9 @@ def test_binary_reports_clear_errors(tmp_path):
 def test_resumed_run_matches_uninterrupted_run(tmp_path):
   import dataclasses  # pylint: disable=g-import-not-at-top
   import io  # pylint: disable=g-import-not-at-top
-  from experiments import configs  # pylint: disable=g-import-not-at-top
+  from experiments.configs import cpu  # pylint: disable=g-import-not-at-top
   from ngrpo_jax.training import loop  # pylint: disable=g-import-not-at-top
-  cfg = dataclasses.replace(configs.get_config("smoke"), rl_steps=4, export_hf=False, checkpoint_every=1)
+  cfg = dataclasses.replace(cpu.smoke(), rl_steps=4, export_hf=False, checkpoint_every=1)
   loop.run(cfg, tmp_path / "a", log_stream=io.StringIO())
   loop.run(dataclasses.replace(cfg, rl_steps=2), tmp_path / "b", log_stream=io.StringIO())
   log = io.StringIO()

@@ -15,6 +15,7 @@ from ngrpo_jax import sharding
 from ngrpo_jax.models import qwen2
 from ngrpo_jax.training import algorithms
 from ngrpo_jax.training import checkpoint
+from ngrpo_jax.training import config
 from ngrpo_jax.training import loop
 from ngrpo_jax.training import state as state_lib
 from ngrpo_jax.training import update
@@ -99,32 +100,34 @@ def test_sharded_checkpoint_restores_into_shardings_and_refuses_other_shapes(tmp
 
 
 def test_resume_compatibility_names_what_changed():
-  base = json.loads(json.dumps(loop.to_dict(loop.ExperimentConfig()), default=str))
-  loop.check_resume_compatible(base, {**base, "rl_steps": 500, "time_budget_s": 10.0})   # allowed changes
-  changed = loop.apply_overrides(loop.ExperimentConfig(), ["model.num_hidden_layers=4", "rollout.max_new_tokens=9"])
-  new = json.loads(json.dumps(loop.to_dict(changed), default=str))
+  base = json.loads(json.dumps(config.to_dict(config.ExperimentConfig()), default=str))
+  config.check_resume_compatible(base, {**base, "rl_steps": 500, "time_budget_s": 10.0})   # allowed changes
+  cfg = config.ExperimentConfig()
+  changed = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_hidden_layers=4),
+                                rollout=dataclasses.replace(cfg.rollout, max_new_tokens=9))
+  new = json.loads(json.dumps(config.to_dict(changed), default=str))
   with pytest.raises(ValueError, match=r"model.num_hidden_layers: 3 → 4; rollout.max_new_tokens: \d+ → 9"):
-    loop.check_resume_compatible(base, new, where="run")
+    config.check_resume_compatible(base, new, where="run")
 
 
 def test_mesh_config_is_validated():
-  cfg = loop.apply_overrides(loop.ExperimentConfig(), [f"mesh={MESH}"])
-  assert cfg.mesh == MESH
-  loop.validate_config(cfg)
+  cfg = dataclasses.replace(config.ExperimentConfig(), mesh=MESH)
+  config.validate_config(cfg)
   with pytest.raises(ValueError, match="needs 16 devices"):
-    loop.validate_config(dataclasses.replace(cfg, mesh="data=2,fsdp=4,tensor=2"))
+    config.validate_config(dataclasses.replace(cfg, mesh="data=2,fsdp=4,tensor=2"))
   with pytest.raises(ValueError, match="divisible by the mesh's data × fsdp = 8"):
-    loop.validate_config(loop.apply_overrides(cfg, ["mesh=data=8", "rollout.groups_per_batch=1",
-                                                   "rollout.group_size=4", "update.num_minibatches=1"]))
+    config.validate_config(dataclasses.replace(
+        cfg, mesh="data=8", rollout=dataclasses.replace(cfg.rollout, groups_per_batch=1, group_size=4),
+        update=dataclasses.replace(cfg.update, num_minibatches=1)))
   with pytest.raises(ValueError, match="unknown mesh axis"):
-    loop.validate_config(dataclasses.replace(cfg, mesh="pipe=8"))
+    config.validate_config(dataclasses.replace(cfg, mesh="pipe=8"))
 
 
 @pytest.mark.slow
 def test_sharded_loop_run_matches_single_device_run(tmp_path):
   """The whole experiment (warm-start, sampling, grading, updates, evaluation) with and without the mesh."""
-  from experiments import configs  # pylint: disable=g-import-not-at-top
-  cfg = dataclasses.replace(configs.get_config("smoke"), rl_steps=2, export_hf=False, tensorboard=False)
+  from experiments.configs import cpu  # pylint: disable=g-import-not-at-top
+  cfg = dataclasses.replace(cpu.smoke(), rl_steps=2, export_hf=False, tensorboard=False)
   loop.run(cfg, tmp_path / "single", log_stream=io.StringIO())
   log = io.StringIO()
   loop.run(dataclasses.replace(cfg, mesh=MESH), tmp_path / "mesh", log_stream=log)

@@ -9,6 +9,7 @@ import pytest
 
 from ngrpo_jax.models import qwen2
 from ngrpo_jax.training import algorithms
+from ngrpo_jax.training import objective
 from ngrpo_jax.training import rollout
 from ngrpo_jax.training import state as state_lib
 from ngrpo_jax.training import update
@@ -52,7 +53,7 @@ def _seq_logp(params, batch):
 
 def _step(algo, params, batch, *, lr=3e-3, weight_decay=0.0, cfg=UPD, value_params=None):
   opt, sched = state_lib.make_optimizer(state_lib.OptimConfig(learning_rate=lr, weight_decay=weight_decay), lr)
-  st = state_lib.create_train_state(params, opt, 0, value_params=value_params, keep_reference=algo.kl_coef > 0)
+  st = state_lib.create_train_state(params, opt, 0, value_params=value_params, keep_reference=algo.uses_reference)
   step = update.make_train_step(CFG, algo, cfg, opt, sched)
   new_state, metrics = step(st, {k: jnp.asarray(v) for k, v in batch.items()})
   return new_state, jax.device_get(metrics)
@@ -67,7 +68,7 @@ _DIRECTIONS = {
 
 @pytest.mark.parametrize("name", sorted(_DIRECTIONS))
 def test_one_step_moves_logprobs_in_the_advantage_direction(name):
-  algo = algorithms.get_algorithm(name, entropy_coef=0.0)
+  algo = algorithms.without_term(algorithms.get_algorithm(name), "entropy_bonus")
   params = _params()
   batch = _batch(params, [1.0, 0.0, 0.0, 0.0], algo)
   before = _seq_logp(params, batch)
@@ -85,7 +86,7 @@ def test_one_step_moves_logprobs_in_the_advantage_direction(name):
 
 def test_all_wrong_group_pushes_down_under_ngrpo_and_is_inert_under_grpo():
   params = _params()
-  ngrpo = algorithms.get_algorithm("ngrpo", entropy_coef=0.0)
+  ngrpo = algorithms.without_term(algorithms.get_algorithm("ngrpo"), "entropy_bonus")
   batch = _batch(params, [0.0] * 4, ngrpo)
   aug = np.array([0.0, 0.0, 0.0, 0.0, 1.0])                    # numpy reference: one virtual r_max
   expected = (0.0 - aug.mean()) / (aug.std(ddof=1) + 1e-6)
@@ -97,7 +98,7 @@ def test_all_wrong_group_pushes_down_under_ngrpo_and_is_inert_under_grpo():
   # Bounded: one step at this lr moves each sequence's log-prob by a modest amount, no blow-up.
   assert np.all(before - after < 5.0), before - after
 
-  grpo = algorithms.get_algorithm("grpo", entropy_coef=0.0, kl_coef=0.0)
+  grpo = algorithms.without_term(algorithms.without_term(algorithms.get_algorithm("grpo"), "entropy_bonus"), "kl_to_reference")
   batch = _batch(params, [0.0] * 4, grpo)
   assert np.all(batch["advantages"] == 0)
   new_state, metrics = _step(grpo, params, batch)
@@ -109,7 +110,7 @@ def test_all_wrong_group_pushes_down_under_ngrpo_and_is_inert_under_grpo():
 @pytest.mark.parametrize("aggregation", algorithms.AGGREGATIONS)
 def test_gradient_accumulation_is_exact(aggregation):
   params = _params()
-  algo = algorithms.get_algorithm("grpo", entropy_coef=0.01, kl_coef=0.0, aggregation=aggregation)
+  algo = dataclasses.replace(algorithms.without_term(algorithms.get_algorithm("grpo"), "kl_to_reference"), aggregation=aggregation)
   batch = _batch(params, [1.0, 0.0, 1.0, 0.0], algo, lengths=[4, 1, 2, 0])
   opt = optax.sgd(1.0)
   outs = []
@@ -127,7 +128,7 @@ def test_logprob_chunking_does_not_change_the_update():
   """Chunked (logits recomputed in the backward) and unchunked (logits kept) log-probs give the same step,
   entropy bonus included; a bad chunk size is rejected by name."""
   params = _params()
-  algo = algorithms.get_algorithm("ngrpo", entropy_coef=0.01, kl_coef=0.0)
+  algo = algorithms.with_term(algorithms.get_algorithm("ngrpo"), objective.entropy_term(0.01))
   batch = _batch(params, [1.0, 0.0, 0.0, 0.0], algo, lengths=[4, 3, 2, 1])
   outs = []
   for chunk in (None, 2, 8):
@@ -144,7 +145,7 @@ def test_logprob_chunking_does_not_change_the_update():
 
 def test_ppo_step_trains_the_critic_and_bf16_compute_runs():
   params = _params()
-  algo = algorithms.get_algorithm("ppo", kl_coef=0.0)
+  algo = algorithms.without_term(algorithms.get_algorithm("ppo"), "kl_to_reference")
   vparams = qwen2.init_value_head(CFG, jax.random.PRNGKey(3))
   g = 4
   batch = _batch(params, [1.0, 0.0, 0.0, 1.0], algorithms.get_algorithm("grpo"))

@@ -219,3 +219,8 @@ def get_algorithm(name: str, **overrides) -> Algorithm:
 def with_term(algo: Algorithm, term: objective_lib.Term) -> Algorithm:
   """``algo`` with ``term`` added to its objective, or replacing the term of the same name."""
   return dataclasses.replace(algo, objective=tuple(t for t in algo.objective if t.name != term.name) + (term,))
+
+
+def without_term(algo: Algorithm, name: str) -> Algorithm:
+  """``algo`` without the objective term called ``name`` (unchanged when it has none)."""
+  return dataclasses.replace(algo, objective=tuple(t for t in algo.objective if t.name != name))

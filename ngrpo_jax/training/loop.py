@@ -175,9 +175,7 @@ def _initial_state(r: Run):
     r.timings["sft"] = s["seconds"]
     r.say(f"[sft] loss {s['loss_first']:.3f} → {s['loss_last']:.3f} in {s['seconds']:.1f}s "
           f"({s['tokens_per_sec']:.0f} tokens/s)")
-  state = make(policy)
-  if r.mesh is not None:
-    state = sharding.device_put_global(state, state_sh)
+  state, _ = place_train_state(make(policy), r.model_config, r.mesh)
   r.ckpt.save(state, r.config_dict, extra={"timings": r.timings})
   return state, optimizer, schedule, state_sh
 
@@ -240,6 +238,14 @@ def _diagnose(r: Run, algo):
     return {**jax.device_get(norms(state.params, inputs)), "time/diagnostics": time.perf_counter() - t0}
 
   return diagnose
+
+
+def place_train_state(state: state_lib.TrainState, model_config, mesh):
+  """(state on the mesh, its shardings) — ``sharding.train_state_shardings``; (state, None) without a mesh."""
+  if mesh is None:
+    return state, None
+  shardings = sharding.train_state_shardings(model_config, state, mesh)
+  return sharding.device_put_global(state, shardings), shardings
 
 
 def place_batch(batch: dict, mesh) -> dict:
