@@ -88,7 +88,7 @@ def test_two_process_train_step_equals_single_process(tmp_path):
   for path, ref in jax.tree_util.tree_flatten_with_path(ref_state.params)[0]:
     key = "params/" + "/".join(str(k.key) for k in path)
     diffs[key] = float(np.max(np.abs(got[key] - ref)))
-  for k in ("loss", "grad_norm", "pg_loss"):
+  for k in ("loss", "grad_norm", "loss/policy_gradient"):
     diffs["metrics/" + k] = float(np.abs(got["metrics/" + k] - ref_metrics[k]))
   worst = max(diffs, key=diffs.get)
   print(f"two-process vs single-process: max |diff| = {diffs[worst]:.2e} ({worst}); loss "

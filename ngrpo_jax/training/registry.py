@@ -55,7 +55,10 @@ class Registry:
       raise ValueError(f"{self.kind} name must be a non-empty string without ':', got {name!r}")
     if not callable(fn):
       raise TypeError(f"{self.kind} {name!r} must be callable, got {type(fn).__name__}")
-    if name in self._entries and not replace:
+    old = self._entries.get(name)
+    same = old is not None and (getattr(old.fn, "__module__", None), getattr(old.fn, "__qualname__", None)) == (
+        getattr(fn, "__module__", None), getattr(fn, "__qualname__", None))
+    if old is not None and not (replace or same):     # re-importing the same module re-registers silently
       raise ValueError(f"{self.kind} {name!r} is already registered (pass replace=True to override it)")
     fn.needs, fn.provides = tuple(needs), tuple(provides)
     self._entries[name] = Entry(name, fn, tuple(needs), tuple(provides))
