@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from ngrpo_jax import models
 from ngrpo_jax.training import state as state_lib
 
 
@@ -122,7 +123,6 @@ def _path(path) -> str:
 
 def export_hf(path, model_config, policy_params, tokenizer=None):
   """Writes the policy as a Hugging Face directory (``models.save_pretrained``) plus the tokenizer."""
-  from ngrpo_jax import models  # pylint: disable=g-import-not-at-top
   path = os.fspath(path)
   models.save_pretrained(path, model_config, jax.device_get(policy_params))
   if tokenizer is not None:

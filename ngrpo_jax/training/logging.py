@@ -42,7 +42,7 @@ class MetricsWriter:
     self._jsonl = open(self.workdir / "metrics.jsonl", "a", encoding="utf-8")
     self._tb = None
     if tensorboard:
-      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top  (only with TensorBoard on)
       self._tb = SummaryWriter(str(self.workdir / "tb"))
     self._stream = stream
     self.prefix = prefix

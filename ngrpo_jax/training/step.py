@@ -16,6 +16,7 @@ import numpy as np
 
 from ngrpo_jax import grading
 from ngrpo_jax import sampling
+from ngrpo_jax import sharding
 from ngrpo_jax.training import batch as batch_lib
 from ngrpo_jax.training import rollout as rollout_lib
 from ngrpo_jax.training import state as state_lib
@@ -91,5 +92,4 @@ def _like(value, like):
   sh = getattr(like, "sharding", None)
   if sh is None or jax.process_count() == 1 and len(sh.device_set) == 1:
     return value
-  from ngrpo_jax import sharding  # pylint: disable=g-import-not-at-top  (sharding imports the model)
   return sharding.device_put_global(np.asarray(jax.device_get(value)), sh)

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import optax
 
 from ngrpo_jax import losses
+from ngrpo_jax import sharding
 from ngrpo_jax.models import logprobs as logprobs_lib
 from ngrpo_jax.models import qwen2
 from ngrpo_jax.training import algorithms as algorithms_lib
@@ -188,31 +189,7 @@ def make_train_step(model_config, algo: algorithms_lib.Algorithm, cfg: UpdateCon
     perms = [jax.random.permutation(jax.random.fold_in(shuffle_key, e), n_rows) for e in range(cfg.ppo_epochs)]
     order = jnp.concatenate(perms).reshape(cfg.ppo_epochs * m, n_rows // m)
 
-    def minibatch_step(carry, idx):
-      params, opt_state = carry
-      mb = jax.tree_util.tree_map(lambda x: x[idx], batch)
-      normalizer = losses.batch_normalizer(mb["loss_mask"] > 0, algo.aggregation)
-      micro = _split(mb, u)
-
-      def micro_step(acc, mcb):
-        (_, aux), g = grad_fn(params, mcb, normalizer)
-        acc_g, acc_aux = acc
-        acc_g = jax.tree_util.tree_map(jnp.add, acc_g, g)
-        acc_aux = {k: acc_aux[k] + (v if _additive(k) else v / u) for k, v in aux.items()}
-        return (acc_g, acc_aux), None
-
-      zeros_g = jax.tree_util.tree_map(jnp.zeros_like, params)
-      first = jax.tree_util.tree_map(lambda x: x[0], micro)
-      aux_shape = jax.eval_shape(lambda: grad_fn(params, first, normalizer)[0][1])
-      zeros_aux = {k: jnp.zeros(s.shape, s.dtype) for k, s in aux_shape.items()}
-      (grads, aux), _ = jax.lax.scan(micro_step, (zeros_g, zeros_aux), micro)
-      gnorm = optax.global_norm(grads)
-      updates, opt_state = optimizer.update(grads, opt_state, params)
-      params = optax.apply_updates(params, updates)
-      aux = dict(aux)
-      aux["grad_norm"] = gnorm
-      return (params, opt_state), aux
-
+    minibatch_step = _minibatch_step(batch, grad_fn, optimizer, algo.aggregation, u)
     (params, opt_state), aux = jax.lax.scan(minibatch_step, (state.params, state.opt_state), order)
     metrics = {k: jnp.mean(v) for k, v in aux.items()}
     metrics["grad_norm_max"] = jnp.max(aux["grad_norm"])
@@ -224,13 +201,46 @@ def make_train_step(model_config, algo: algorithms_lib.Algorithm, cfg: UpdateCon
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     return new_state, metrics
 
-  if not jit:
-    return train_step
+  return _jit(train_step, mesh, state_shardings) if jit else train_step
+
+
+def _minibatch_step(batch, grad_fn, optimizer, aggregation: str, u: int):
+  """``step((params, opt_state), row_indices) -> ((params, opt_state), aux)``: one optimiser step on the
+  minibatch ``batch[row_indices]``, its gradient accumulated over ``u`` micro-batches (exactly: every
+  micro-batch loss uses the whole minibatch's normaliser)."""
+
+  def minibatch_step(carry, idx):
+    params, opt_state = carry
+    mb = jax.tree_util.tree_map(lambda x: x[idx], batch)
+    normalizer = losses.batch_normalizer(mb["loss_mask"] > 0, aggregation)
+    micro = _split(mb, u)
+
+    def micro_step(acc, mcb):
+      (_, aux), g = grad_fn(params, mcb, normalizer)
+      acc_g, acc_aux = acc
+      acc_g = jax.tree_util.tree_map(jnp.add, acc_g, g)
+      acc_aux = {k: acc_aux[k] + (v if _additive(k) else v / u) for k, v in aux.items()}
+      return (acc_g, acc_aux), None
+
+    zeros_g = jax.tree_util.tree_map(jnp.zeros_like, params)
+    first = jax.tree_util.tree_map(lambda x: x[0], micro)
+    aux_shape = jax.eval_shape(lambda: grad_fn(params, first, normalizer)[0][1])
+    zeros_aux = {k: jnp.zeros(s.shape, s.dtype) for k, s in aux_shape.items()}
+    (grads, aux), _ = jax.lax.scan(micro_step, (zeros_g, zeros_aux), micro)
+    gnorm = optax.global_norm(grads)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    return (params, opt_state), {**aux, "grad_norm": gnorm}
+
+  return minibatch_step
+
+
+def _jit(train_step, mesh, state_shardings):
+  """``train_step`` jitted with the state donated; with a mesh, explicit in / out shardings."""
   if mesh is None:
     return jax.jit(train_step, donate_argnums=(0,))
   if state_shardings is None:
     raise ValueError("make_train_step(mesh=...) needs state_shardings (sharding.train_state_shardings)")
-  from ngrpo_jax import sharding  # pylint: disable=g-import-not-at-top
   rows = jax.sharding.NamedSharding(mesh, sharding.batch_spec(1))   # a prefix: leading dim of every leaf
   rep = sharding.replicated(mesh)
   return jax.jit(train_step, in_shardings=(state_shardings, rows), out_shardings=(state_shardings, rep),
