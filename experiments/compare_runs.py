@@ -2,7 +2,8 @@ r"""Compares the RL metrics of two runs step by step (e.g. the same preset befor
 
   python -m experiments.compare_runs --reference=runs/old_smoke --candidate=runs/new_smoke
 
-Prints, for every metric both ``metrics.jsonl`` files log (timings, throughput and compile counts excluded;
+Prints, for every metric both ``metrics.jsonl`` files log (timings, throughput, compile counts, wasted
+speculative draws and the sampler / scorer log-prob gap excluded;
 ``--rename old=new`` maps renamed metrics), the largest absolute and relative difference over the common
 RL steps, and exits 1 when a difference exceeds ``--rtol`` / ``--atol``.
 """
@@ -20,7 +21,9 @@ _RENAME = flags.DEFINE_multi_string("rename", ["pg_loss=loss/policy_gradient"], 
 _RTOL = flags.DEFINE_float("rtol", 1e-4, "Relative tolerance.")
 _ATOL = flags.DEFINE_float("atol", 1e-5, "Absolute tolerance.")
 
-_VOLATILE = ("time/", "share/", "tokens_per_sec", "compiles/")
+# Wall-clock dependent (timings, speculation waste) or float noise by definition (logp_gap: the sampler's and
+# the scorer's log-probs of the same tokens, two XLA programs, ~1e-5 apart).
+_VOLATILE = ("time/", "share/", "tokens_per_sec", "compiles/", "sampling/discarded_draws", "logp_gap/")
 
 
 def load_rl_metrics(workdir) -> dict:

@@ -83,5 +83,19 @@ def main(argv):
   return 0
 
 
+def parse_flags(argv):
+  """absl flag parsing with ``--config.<path>`` errors (unknown keys, bad values) as one clear line, exit 2."""
+  try:
+    return flags.FLAGS(argv)
+  except (KeyError, AttributeError, ValueError, TypeError, flags.Error) as e:
+    message = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
+    if "Traceback" in message:                       # an error raised inside the config file: its last line
+      message = [line for line in message.splitlines() if line.strip()][-1]
+    message = message.replace("\\n", " ").replace("\\'", "'").strip("'").replace("' Did you mean", " does not exist; did you mean")
+    config_args = " ".join(a for a in argv[1:] if a.startswith("--config"))
+    print(f"error: {message} (in {config_args})", file=sys.stderr)
+    sys.exit(2)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -80,8 +80,8 @@ def test_binary_reports_clear_errors(tmp_path):
   res = _train(tmp_path / "x", "--config=experiments/configs/cpu.py:smoke", "--config.rollout.group_size=three")
   assert res.returncode != 0 and "rollout.group_size" in res.stderr
   res = _train(tmp_path / "x", "--config=experiments/configs/cpu.py:smoke", "--config.rollout.grup_size=3")
-  assert res.returncode != 0 and "grup_size" in res.stderr
-  res = _train(tmp_path / "x", "--config=experiments/configs/cpu.py:smoke", "--config.update.num_minibatches=3")
+  assert res.returncode == 2 and "grup_size does not exist" in res.stderr and "Traceback" not in res.stderr
+  res = _train(tmp_path / "x", "--config=experiments/configs/cpu.py:smoke", "--config.learner.num_minibatches=3")
   assert res.returncode == 2 and "error:" in res.stderr and "divisible" in res.stderr
 
 

@@ -101,6 +101,21 @@ def test_every_config_file_preset_builds():
     cpu.build("nope")
 
 
+def test_no_config_field_is_shadowed_by_a_config_dict_attribute():
+  # Regression: a section called `update` was unreachable from the command line (ConfigDict.update is a method).
+  import ml_collections  # pylint: disable=g-import-not-at-top
+
+  def walk(cd, prefix=""):
+    for key in cd.keys():
+      assert not hasattr(ml_collections.ConfigDict, key), f"{prefix}{key} shadows ConfigDict.{key}"
+      if isinstance(cd[key], ml_collections.ConfigDict):
+        walk(cd[key], f"{prefix}{key}.")
+
+  for name in ("default", "ppo"):
+    from experiments.configs import cpu  # pylint: disable=g-import-not-at-top
+    walk(cpu.get_config(name))
+
+
 def test_config_validation_errors_name_the_field():
   base = config.ExperimentConfig()
   with pytest.raises(ValueError, match="unknown config keys \\['nope'\\]"):
@@ -108,7 +123,7 @@ def test_config_validation_errors_name_the_field():
   with pytest.raises(ValueError, match="unknown config keys"):
     config.from_dict({**config.to_dict(base), "rollout": {**config.to_dict(base.rollout), "grup_size": 4}})
   with pytest.raises(ValueError, match="divisible"):
-    config.validate_config(dataclasses.replace(base, update=update.UpdateConfig(num_minibatches=3)))
+    config.validate_config(dataclasses.replace(base, learner=update.UpdateConfig(num_minibatches=3)))
   with pytest.raises(ValueError, match="overlong_buffer"):
     config.validate_config(dataclasses.replace(base, reward=grading.RewardConfig(overlong_buffer=64)))
 

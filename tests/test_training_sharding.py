@@ -118,7 +118,7 @@ def test_mesh_config_is_validated():
   with pytest.raises(ValueError, match="divisible by the mesh's data × fsdp = 8"):
     config.validate_config(dataclasses.replace(
         cfg, mesh="data=8", rollout=dataclasses.replace(cfg.rollout, groups_per_batch=1, group_size=4),
-        update=dataclasses.replace(cfg.update, num_minibatches=1)))
+        learner=dataclasses.replace(cfg.learner, num_minibatches=1)))
   with pytest.raises(ValueError, match="unknown mesh axis"):
     config.validate_config(dataclasses.replace(cfg, mesh="pipe=8"))
 

@@ -68,7 +68,7 @@ def default(algo: algorithms.Algorithm = None) -> config.ExperimentConfig:
       algorithm=algo,
       rollout=rollout.RolloutConfig(group_size=8, groups_per_batch=16, max_prompt_len=12, max_new_tokens=56,
                                     temperature=1.0, max_refills=2),
-      update=update.UpdateConfig(ppo_epochs=2, num_minibatches=2, logprob_chunk_size=None, unroll_layers=True),
+      learner=update.UpdateConfig(ppo_epochs=2, num_minibatches=2, logprob_chunk_size=None, unroll_layers=True),
       optim=state.OptimConfig(warmup_steps=5, weight_decay=0.0),
       rl_steps=60,
       # Evaluated at the RL sampling temperature: at T = 0.6 the tiny policy is near-deterministic per
@@ -90,7 +90,7 @@ def smoke() -> config.ExperimentConfig:
       sft=dataclasses.replace(cfg.sft, steps=10, batch_size=8, max_len=40),
       rollout=dataclasses.replace(cfg.rollout, group_size=4, groups_per_batch=4, max_prompt_len=8,
                                   max_new_tokens=32, max_refills=1),
-      update=dataclasses.replace(cfg.update, ppo_epochs=1, num_minibatches=2),
+      learner=dataclasses.replace(cfg.learner, ppo_epochs=1, num_minibatches=2),
       rl_steps=3, eval=dataclasses.replace(cfg.eval, num_samples=4, batch_problems=8),
       checkpoint_every=2, group_grad_norm_every=2, time_budget_s=None)
 

@@ -31,7 +31,7 @@ def _paper(algorithm: str, **kwargs) -> config.ExperimentConfig:
       algorithm=algorithms.PRESETS[algorithm],
       rollout=rollout.RolloutConfig(group_size=8, groups_per_batch=1024, max_prompt_len=1024,
                                     max_new_tokens=3072, temperature=1.0, top_p=1.0, max_refills=8),
-      update=update.UpdateConfig(ppo_epochs=1, num_minibatches=4, num_microbatches=64, compute_dtype="bfloat16",
+      learner=update.UpdateConfig(ppo_epochs=1, num_minibatches=4, num_microbatches=64, compute_dtype="bfloat16",
                                  remat=True, logprob_chunk_size=512),
       optim=state.OptimConfig(learning_rate=1e-6, weight_decay=0.01, max_grad_norm=1.0, decay="constant"),
       rl_steps=_STEPS,

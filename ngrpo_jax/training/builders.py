@@ -102,7 +102,7 @@ def make_step_parts(cfg: config_lib.ExperimentConfig, model_config, tokenizer, d
       sample=sampler, grade=grader, decode=lambda t: tokenizer.decode(t, skip_special_tokens=True),
       stream=rollout_lib.PromptStream(data["rl"], seed=cfg.seed), rollout=ro, reward=cfg.reward,
       keep=group_filter(algo, cfg.reward), max_draws=1 + (ro.max_refills if algo.dynamic_sampling else 0),
-      score=batch_lib.make_scorer(update_lib.make_scorer(model_config, cfg.update), algo),
+      score=batch_lib.make_scorer(update_lib.make_scorer(model_config, cfg.learner), algo),
       advantages=batch_lib.make_advantages(algo, cfg.reward, ro.group_size,
                                            is_cap=ro.is_cap if ro.is_correction else None),
       train_step=train_step, place=place, diagnose=diagnose, **ids)
@@ -116,4 +116,4 @@ def peak_learning_rate(cfg: config_lib.ExperimentConfig) -> float:
 def optimizer_config(cfg: config_lib.ExperimentConfig):
   """The optimiser settings with ``total_steps`` covering every optimiser step of the run."""
   return dataclasses.replace(cfg.optim, total_steps=max(
-      cfg.optim.total_steps, cfg.rl_steps * cfg.update.ppo_epochs * cfg.update.num_minibatches))
+      cfg.optim.total_steps, cfg.rl_steps * cfg.learner.ppo_epochs * cfg.learner.num_minibatches))

@@ -78,6 +78,8 @@ class ExperimentConfig:
   ``algorithm`` is an ``algorithms.Algorithm`` (a preset, an ablation, or your own composition); ``reward``
   the verifiable reward (its ``max_reward`` is the r_max the estimators and filters see). ``mesh`` is a
   ``sharding.make_mesh`` spec (``"data=2,fsdp=2,tensor=2"``; None: a single device).
+  ``learner`` (``update.UpdateConfig``): how a rollout batch becomes optimiser steps (not called ``update``:
+  that is a method of ``ConfigDict``, so ``--config.update.x`` could not reach it).
   ``compile_warmup_steps``: the first RL steps of an invocation whose XLA compilations are expected; the
   summary's ``rl_breakdown.compiles.after_warmup`` counts the rest (recompilations).
   """
@@ -89,7 +91,7 @@ class ExperimentConfig:
   algorithm: algorithms_lib.Algorithm = algorithms_lib.PRESETS["ngrpo"]
   reward: grading.RewardConfig = grading.RewardConfig()
   rollout: rollout_lib.RolloutConfig = rollout_lib.RolloutConfig()
-  update: update_lib.UpdateConfig = update_lib.UpdateConfig()
+  learner: update_lib.UpdateConfig = update_lib.UpdateConfig()
   optim: state_lib.OptimConfig = state_lib.OptimConfig()
   rl_steps: int = 50
   eval: EvalSpec = EvalSpec()
@@ -179,10 +181,10 @@ def validate_config(cfg: ExperimentConfig) -> algorithms_lib.Algorithm:
   if cfg.reward.overlong_buffer >= cfg.rollout.max_new_tokens:
     raise ValueError(f"reward.overlong_buffer ({cfg.reward.overlong_buffer}) must be smaller than "
                      f"rollout.max_new_tokens ({cfg.rollout.max_new_tokens})")
-  if cfg.rollout.batch_rows % (cfg.update.num_minibatches * cfg.update.num_microbatches):
+  if cfg.rollout.batch_rows % (cfg.learner.num_minibatches * cfg.learner.num_microbatches):
     raise ValueError(f"rollout.group_size * rollout.groups_per_batch = {cfg.rollout.batch_rows} must be "
-                     f"divisible by update.num_minibatches * update.num_microbatches = "
-                     f"{cfg.update.num_minibatches * cfg.update.num_microbatches}")
+                     f"divisible by learner.num_minibatches * learner.num_microbatches = "
+                     f"{cfg.learner.num_minibatches * cfg.learner.num_microbatches}")
   if cfg.rl_steps < 0:
     raise ValueError(f"rl_steps must be >= 0, got {cfg.rl_steps}")
   if not isinstance(cfg.compile_warmup_steps, int) or cfg.compile_warmup_steps < 0:

@@ -186,7 +186,7 @@ def _initial_state(r: Run):
 
 def _train(r: Run, state, optimizer, schedule, state_sh):
   cfg, algo = r.cfg, r.cfg.algorithm
-  train_step = update_lib.make_train_step(r.model_config, algo, cfg.update, optimizer, schedule, mesh=r.mesh,
+  train_step = update_lib.make_train_step(r.model_config, algo, cfg.learner, optimizer, schedule, mesh=r.mesh,
                                           state_shardings=state_sh)
   parts = builders.make_step_parts(cfg, r.model_config, r.tokenizer, r.data, r.grader, train_step=train_step,
                                    place=lambda b: place_batch(b, r.mesh), diagnose=_diagnose(r, algo))
@@ -195,8 +195,8 @@ def _train(r: Run, state, optimizer, schedule, state_sh):
   steps_breakdown = breakdown_lib.BreakdownAccumulator(cfg.compile_warmup_steps)
   if int(state.step) < cfg.rl_steps:
     r.say(f"[rl] {algo.name}: {cfg.rl_steps} steps × {cfg.rollout.groups_per_batch} prompts × "
-          f"G={cfg.rollout.group_size}, lr {builders.peak_learning_rate(cfg)}, {cfg.update.ppo_epochs} epoch(s) × "
-          f"{cfg.update.num_minibatches} minibatch(es)")
+          f"G={cfg.rollout.group_size}, lr {builders.peak_learning_rate(cfg)}, {cfg.learner.ppo_epochs} epoch(s) × "
+          f"{cfg.learner.num_minibatches} minibatch(es)")
   # Draws (sampler calls) of the last steps: the next step samples min(recent) draws before the previous
   # draw's grades are in (speed only, never results); a wasted draw costs a sampler call.
   recent_draws = collections.deque(maxlen=4)
@@ -229,7 +229,7 @@ def _diagnose(r: Run, algo):
   every = r.cfg.group_grad_norm_every
   if every <= 0:
     return None
-  norms = update_lib.make_group_grad_norms(r.model_config, algo, r.cfg.update)
+  norms = update_lib.make_group_grad_norms(r.model_config, algo, r.cfg.learner)
 
   def diagnose(state, inputs):
     if int(state.step) % every:
