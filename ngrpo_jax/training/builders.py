@@ -105,7 +105,7 @@ def make_step_parts(cfg: config_lib.ExperimentConfig, model_config, tokenizer, d
       score=batch_lib.make_scorer(update_lib.make_scorer(model_config, cfg.learner), algo),
       advantages=batch_lib.make_advantages(algo, cfg.reward, ro.group_size,
                                            is_cap=ro.is_cap if ro.is_correction else None),
-      train_step=train_step, place=place, diagnose=diagnose, **ids)
+      train_step=train_step, place=place, diagnose=diagnose, update_epochs=cfg.learner.ppo_epochs, **ids)
 
 
 def peak_learning_rate(cfg: config_lib.ExperimentConfig) -> float:

@@ -36,6 +36,7 @@ class StepParts:
     train_step: ``update.make_train_step``.  place: puts the train inputs on the devices.
     diagnose: optional ``(state, inputs, step) -> metrics`` run before the update (gradient norms by kind).
     pad_id, eos_ids, format_token_ids: token ids (padding; end-token and answer-scaffold probabilities).
+    update_epochs: passes of the train step over the batch (``tokens_per_sec/update`` counts every pass).
   """
   sample: Callable
   grade: Callable
@@ -53,6 +54,7 @@ class StepParts:
   pad_id: int = 0
   eos_ids: Sequence[int] = ()
   format_token_ids: Sequence[int] = ()
+  update_epochs: int = 1
 
 
 def rl_step(state: state_lib.TrainState, parts: StepParts, lookahead: int = 1):
@@ -82,8 +84,9 @@ def rl_step(state: state_lib.TrainState, parts: StepParts, lookahead: int = 1):
   t0 = time.perf_counter()
   state, update_metrics = parts.train_step(state, inputs)
   metrics.update(jax.device_get(update_metrics))
-  metrics.update({"time/update": time.perf_counter() - t0, "data_position": position,
-                  "tokens_per_sec/update": float(batch["attention_mask"].sum()) / max(time.perf_counter() - t0, 1e-9)})
+  seconds = time.perf_counter() - t0
+  metrics.update({"time/update": seconds, "data_position": position, "tokens_per_sec/update":
+                  float(batch["attention_mask"].sum()) * parts.update_epochs / max(seconds, 1e-9)})
   return state, metrics
 
 
