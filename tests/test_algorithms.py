@@ -67,6 +67,10 @@ def test_unknown_names_and_bad_compositions_fail_with_clear_errors():
     algorithms.Algorithm(name="x", advantage="ngrpo_jax.advantages:nope")
   with pytest.raises(ValueError, match="unknown objective term"):
     objective.Term("nope")
+  with pytest.raises(ValueError, match="advantage estimator 'grpo' cannot take.*lam"):
+    algorithms.Algorithm(name="x", advantage="grpo", advantage_kwargs={"lam": 0.1})
+  with pytest.raises(ValueError, match="objective term 'policy_gradient' cannot take.*eps"):
+    algorithms.Algorithm(name="x", objective=(objective.Term("policy_gradient", 1.0, {"eps": 0.2}),))
   with pytest.raises(ValueError, match="aggregation"):
     algorithms.Algorithm(name="x", aggregation="mean")
   with pytest.raises(TypeError, match="by name"):

@@ -16,6 +16,7 @@ Paper references: NGRPO (Nan et al. 2025, arXiv 2509.18851) §4, Eq. 5–8; GRPO
 (Yu et al. 2025); W-REINFORCE / PSR / NSR (Zhu et al. 2025, arXiv 2506.01347); PPO (Schulman et al. 2017).
 """
 import dataclasses
+import inspect
 from typing import Mapping, Optional
 
 from ngrpo_jax import losses
@@ -88,6 +89,10 @@ class Algorithm:
 
   def _check_needs(self):
     est = self.estimator()
+    _check_signature(f"advantage estimator {self.advantage!r}", est.fn, (None, None),
+                     {"r_max": 1.0, "r_min": 0.0, **dict(self.advantage_kwargs), **{n: None for n in est.needs}})
+    for term in self.objective:
+      _check_signature(f"objective term {term.name!r}", term.entry().fn, (None, None, None), dict(term.kwargs))
     unknown = set(est.needs) - set(ESTIMATOR_INPUTS)
     if unknown:
       raise ValueError(f"advantage estimator {self.advantage!r} needs {sorted(unknown)}, which the trainer does "
@@ -126,6 +131,16 @@ class Algorithm:
     out["objective"] = {t.name: {"coef": t.coef, **dict(t.kwargs), **({"fn": t.fn} if t.fn else {})}
                         for t in self.objective}
     return out
+
+
+def _check_signature(what: str, fn, args: tuple, kwargs: dict) -> None:
+  """Raises a ValueError when ``fn`` cannot be called with these arguments (e.g. a misspelt keyword)."""
+  try:
+    inspect.signature(fn).bind(*args, **kwargs)
+  except TypeError as e:
+    raise ValueError(f"{what} cannot take the arguments {sorted(kwargs)}: {e}") from None
+  except ValueError:           # no signature to inspect (a builtin): checked when it is called
+    pass
 
 
 def from_dict(d: Mapping) -> Algorithm:
