@@ -81,9 +81,14 @@ def split_top(s: str, sep: str = ","):
 
 
 # ------------------------------------------------------------------ numbers
+_THOUSANDS = re.compile(r"-?[1-9]\d{0,2}(?:,\d{3})+")
+
+
 def parse_number(s: str):
-  """Exact value of an integer / decimal / fraction gold, else None."""
+  """Exact value of an integer / decimal / fraction gold (``1,000,000`` included), else None."""
   s = s.strip()
+  if _THOUSANDS.fullmatch(s):
+    s = s.replace(",", "")
   if _INT.fullmatch(s) or _DEC.fullmatch(s):
     return fractions.Fraction(s)
   m = _FRAC.fullmatch(s)
@@ -290,11 +295,11 @@ def interval_cases(gold: str, rng: random.Random):
   eq.append((" \\cup ".join("\\left" + p[0] + " " + ", ".join(p[1:-1].split(",")) + " \\right" + p[-1]
                             for p in pieces), "left_right_spacing"))
   first = pieces[0]
-  if "\\infty" not in first[:4] and first[0] in "([":
+  if "\\infty" not in first.split(",")[0] and first[0] in "([":
     wrong.append(("[(" [first[0] == "["] + first[1:] + "\\cup".join([""] + pieces[1:]), "open_closed_flip"))
   else:
     last = pieces[-1]
-    if "\\infty" not in last[-8:] and last[-1] in ")]":
+    if "\\infty" not in last.split(",")[-1] and last[-1] in ")]":
       wrong.append(("\\cup".join(pieces[:-1] + [last[:-1] + ")]"[last[-1] == ")"]]), "open_closed_flip"))
   m = re.search(r"\d+", gold)
   if m:
@@ -363,6 +368,22 @@ def text_cases(word: str, rng: random.Random):
   return eq, wrong
 
 
+def _split_sum(s: str):
+  """Top-level terms of a sum (a leading sign stays with its term); signs after ``^``/``_`` do not split."""
+  terms, depth, cur = [], 0, ""
+  for k, c in enumerate(s):
+    if c in "{([":
+      depth += 1
+    elif c in "})]":
+      depth -= 1
+    if c in "+-" and depth == 0 and cur and s[k - 1] not in "^_":
+      terms.append(cur)
+      cur = ""
+    cur += c
+  terms.append(cur)
+  return terms
+
+
 def expression_cases(gold: str, rng: random.Random):
   """Generic LaTeX expressions (radicals, pi, polynomials)."""
   eq, wrong = [], []
@@ -380,7 +401,7 @@ def expression_cases(gold: str, rng: random.Random):
     eq.append((f"\\frac{{{m.group(1) or 1}}}{{{m.group(2)}}}\\pi", "pi_outside"))
   if "\\sqrt{" in gold and re.search(r"\\sqrt\{\d\}(?![\w{])", gold):
     eq.append((re.sub(r"\\sqrt\{(\d)\}(?![\w{])", r"\\sqrt\1", gold), "sqrt_short"))
-  terms = [t for t in re.split(r"(?<=[^\^{(])(?=[+-])", gold)]
+  terms = [t for t in _split_sum(gold)]
   if (len(terms) == 2 and all(_balanced(t) for t in terms) and not any(c in gold for c in "=<>,|!")
       and "\\pm" not in gold and "^-" not in gold and "_" not in gold):
     a, b = terms
@@ -406,13 +427,13 @@ def expression_cases(gold: str, rng: random.Random):
 def classify(gold: str):
   """(kind, payload) of a gold answer; ``("other", None)`` when no model applies."""
   g = gold.strip()
-  if not g or not _balanced(g):
+  if not g or not _balanced(g) or "{\\}" in g:
     return "malformed", None
   v = parse_number(g)
   if v is not None:
     if v.denominator == 1 and abs(v) >= 10 ** 16:
       return "big_number", v
-    return ("integer" if _INT.fullmatch(g) else "decimal" if _DEC.fullmatch(g) else "fraction"), v
+    return ("integer" if _INT.fullmatch(g.replace(",", "")) else "decimal" if _DEC.fullmatch(g) else "fraction"), v
   m = _MATRIX.fullmatch(g)
   if m:
     rows = matrix_rows(m.group(2))

@@ -4,7 +4,11 @@
     grading.check(gold, response, timeout=1.0, require_boxed=False) -> GradeResult
     grading.grade_batch(golds, responses, num_workers=2, timeout=1.0) -> [GradeResult]   (order preserved)
     grading.reward_batch(responses, golds, correct_reward=1, incorrect_reward=0, format_penalty=0) -> [N]
+    grading.get_backend("sympy" | "math_verify") -> check function   (grade_batch(..., backend=name))
 """
+from ngrpo_jax.grading.backends import available_backends
+from ngrpo_jax.grading.backends import get_backend
+from ngrpo_jax.grading.backends import register_backend
 from ngrpo_jax.grading.batch import grade_batch
 from ngrpo_jax.grading.equivalence import check
 from ngrpo_jax.grading.equivalence import DEFAULT_TIMEOUT
@@ -19,6 +23,7 @@ from ngrpo_jax.grading.rewards import reward_batch
 from ngrpo_jax.grading.rewards import rewards_from_results
 
 __all__ = [
-    "DEFAULT_TIMEOUT", "GradeResult", "WorkerPool", "check", "default_pool", "extract_answer", "grade_batch",
-    "is_equivalent", "last_boxed", "normalize_answer", "reward_batch", "rewards_from_results",
+    "DEFAULT_TIMEOUT", "GradeResult", "WorkerPool", "available_backends", "check", "default_pool",
+    "extract_answer", "get_backend", "grade_batch", "is_equivalent", "last_boxed", "normalize_answer",
+    "register_backend", "reward_batch", "rewards_from_results",
 ]

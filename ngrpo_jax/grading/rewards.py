@@ -35,7 +35,7 @@ def rewards_from_results(results: Sequence[equivalence.GradeResult], *, correct_
 def reward_batch(responses: Sequence[str], golds: Sequence[str], *, correct_reward: float = 1.0,
                  incorrect_reward: float = 0.0, format_penalty: float = 0.0, require_boxed: bool = True,
                  num_workers: int = 2, timeout: float = equivalence.DEFAULT_TIMEOUT,
-                 pool: Optional[process_pool.WorkerPool] = None) -> np.ndarray:
+                 pool: Optional[process_pool.WorkerPool] = None, backend: str = "sympy") -> np.ndarray:
   """Verifiable rewards for a flat rollout batch (note the argument order: responses first).
 
   Args:
@@ -48,11 +48,12 @@ def reward_batch(responses: Sequence[str], golds: Sequence[str], *, correct_rewa
     num_workers: worker processes if ``pool`` is None.
     timeout: hard time bound per answer in seconds.
     pool: a reusable ``process_pool.WorkerPool`` (recommended across training steps).
+    backend: grading backend name ("sympy", the default, or "math_verify"; see ``backends``).
 
   Returns:
     float32 array ``[N]``; reshape to ``[num_groups, G]`` for group advantages.
   """
   results = batch.grade_batch(golds, responses, num_workers=num_workers, timeout=timeout,
-                              require_boxed=require_boxed, pool=pool)
+                              require_boxed=require_boxed, pool=pool, backend=backend)
   return rewards_from_results(results, correct_reward=correct_reward, incorrect_reward=incorrect_reward,
                               format_penalty=format_penalty)
