@@ -81,7 +81,7 @@ def split_top(s: str, sep: str = ","):
 
 
 # ------------------------------------------------------------------ numbers
-_THOUSANDS = re.compile(r"-?[1-9]\d{0,2}(?:,\d{3})+")
+_THOUSANDS = re.compile(r"-?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?")
 
 
 def parse_number(s: str):
@@ -429,11 +429,13 @@ def classify(gold: str):
   g = gold.strip()
   if not g or not _balanced(g) or "{\\}" in g:
     return "malformed", None
+  if re.search(r"\{,\}|\{\s*(?:or|and)\s*\}", g):
+    return "other", None  # ambiguous MATH normalisation leftovers (``6,8{,}10``, ``-2{or}-12``)
   v = parse_number(g)
   if v is not None:
     if v.denominator == 1 and abs(v) >= 10 ** 16:
       return "big_number", v
-    return ("integer" if _INT.fullmatch(g.replace(",", "")) else "decimal" if _DEC.fullmatch(g) else "fraction"), v
+    return ("integer" if _INT.fullmatch(g.replace(",", "")) else "decimal" if _DEC.fullmatch(g.replace(",", "")) else "decimal" if _DEC.fullmatch(g) else "fraction"), v
   m = _MATRIX.fullmatch(g)
   if m:
     rows = matrix_rows(m.group(2))
@@ -572,7 +574,11 @@ def main(argv=None):
         golds.setdefault(answer, source)
   rows = []
   kinds = {}
+  skipped = 0
   for gold in sorted(golds):
+    if classify(gold)[0] == "malformed":
+      skipped += 1  # unbalanced braces or a stray "\}": no labelled meaning to build on
+      continue
     rng = random.Random(f"{args.seed}:{gold}")
     for pred, label, kind, transform in cases_for_gold(gold, rng):
       rows.append({"id": len(rows), "gold": gold, "pred": pred, "equivalent": label, "kind": kind,
@@ -580,11 +586,11 @@ def main(argv=None):
     kinds[classify(gold)[0]] = kinds.get(classify(gold)[0], 0) + 1
   out = pathlib.Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)
-  with gzip.GzipFile(out, "wb", mtime=0) as f:
+  with open(out, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as f:
     for row in rows:
       f.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
   heldout = sum(r["split"] == "heldout" for r in rows)
-  print(f"{len(golds)} golds {kinds}")
+  print(f"{len(golds)} golds ({skipped} malformed ones skipped) {kinds}")
   print(f"wrote {len(rows)} cases ({sum(r['equivalent'] for r in rows)} equivalent, {heldout} held out) to {out}")
 
 

@@ -34,6 +34,7 @@ _SYMBOLIC_FUNCTION = "ngrpo_jax.grading.symbolic:compare_texts"
 _STRUCTURE_FUNCTION = "ngrpo_jax.grading.symbolic:compare_pending"
 _WORD_ANSWER = re.compile(r"[A-Za-z][A-Za-z ]{3,}")
 _MAX_NORMALIZE_CHARS = 5000
+_PLUS_MINUS = re.compile(r"\\(?:pm|mp)(?![A-Za-z])")
 _BASE_NUMERAL = re.compile(r"([0-9A-Za-z]+)_\{?(\d{1,2})\}?")
 
 
@@ -92,6 +93,8 @@ def final_value(pred: str, gold_has_equation: bool) -> str:
   """
   if "=" not in pred or re.search(r"[<>!]=|==|\\(?:le|ge|ne|approx)(?![A-Za-z])", pred):
     return pred
+  if len(structure.split_top(pred, ",")) > 1:
+    return pred  # a list of assignments (``AB=9, CD=4``)
   parts = [x.strip() for x in structure.split_top(pred, "=")]
   if len(parts) < 2 or not all(parts):
     return pred
@@ -172,7 +175,7 @@ def prepare(gold: str, response: str, *, require_boxed: bool = False) -> _Prepar
     verdict = g_struct is not None and p_struct is not None and structure.compare(g_struct, p_struct) is True
     return _Prepared(gold_answer, extraction.answer, g, p, extraction.boxed, verdict, "structure",
                      "colon forms (times, ratios) " + ("match" if verdict else "differ"))
-  if g_struct is not None and p_struct is not None:
+  if g_struct is not None and p_struct is not None and (g_struct.kind == "union") == (p_struct.kind == "union"):
     verdict = structure.compare(g_struct, p_struct)
     if isinstance(verdict, bool):
       return _Prepared(gold_answer, extraction.answer, g, p, extraction.boxed, verdict, "structure",
@@ -181,6 +184,14 @@ def prepare(gold: str, response: str, *, require_boxed: bool = False) -> _Prepar
   if g_struct is not None and g_struct.kind == "matrix" or p_struct is not None and p_struct.kind == "matrix":
     return _Prepared(gold_answer, extraction.answer, g, p, extraction.boxed, False, "structure",
                      "a matrix compared with a non-matrix")
+  if g_struct is not None and g_struct.kind in ("list", "set") and p_struct is None and not _PLUS_MINUS.search(
+      p_text):
+    return _Prepared(gold_answer, extraction.answer, g, p, extraction.boxed, False, "structure",
+                     f"a single value for a {len(g_struct.items)}-part answer")
+  if p_struct is not None and p_struct.kind in ("list", "set") and g_struct is None and not _PLUS_MINUS.search(
+      g_text) and len(set(p_struct.items)) > 1:
+    return _Prepared(gold_answer, extraction.answer, g, p, extraction.boxed, False, "structure",
+                     f"{len(p_struct.items)} different values for a single answer")
   if normalize.has_disqualifying_text(p.text):
     return _Prepared(gold_answer, extraction.answer, g, p, extraction.boxed, False, "text",
                      "prediction contains a sentence or negation in \\text{}")

@@ -41,7 +41,7 @@ _MATH_NAMES = frozenset("pi sin cos tan cot sec csc log ln exp sqrt frac cup cap
 _TRAILING_WORD_UNIT = re.compile(r"^(?P<value>[-+]?[\d.,/{}\\a-z]*\d[\d.}]*)(?P<space>\s*)(?P<unit>[A-Za-z][A-Za-z .]*?)"
                                  r"(?:\^\s*\{?\s*[23]\s*\}?)?\s*$")
 _THOUSANDS = re.compile(r"^[-+]?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?$")
-_OR_AND = re.compile(r"\s*(?:\\text\{\s*(?:or|and)\s*\}|\\(?:mbox|textrm)\{\s*(?:or|and)\s*\}|\s+or\s+|\s+and\s+)\s*")
+_OR_AND = re.compile(r"\s*(?:\\text\{\s*(?:or|and)\s*\}|\{\s*(?:or|and)\s*\}|\\(?:mbox|textrm)\{\s*(?:or|and)\s*\}|\s+or\s+|\s+and\s+)\s*")
 _LEADING_VARIABLE = re.compile(r"^\s*[A-Za-z](?:_\{?\w+\}?)?\s*=\s*(?!=)")
 _FRAC_SHORT = re.compile(r"\\frac\s*(\d)\s*(\d)")
 _FRAC_HALF_SHORT = re.compile(r"\\frac\s*(\{[^{}]*\})\s*(\d)|\\frac\s*(\d)\s*(\{[^{}]*\})")

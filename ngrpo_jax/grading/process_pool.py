@@ -242,18 +242,24 @@ class WorkerPool:
       threading.Thread(target=self._refill, daemon=True).start()
 
   def warm_up(self) -> None:
-    """Starts all workers now (otherwise they start on first use) and the spares in the background."""
+    """Starts all workers and spares now, in parallel, and returns when they are ready (otherwise workers
+    start on first use)."""
     taken = [self._slots.get() for _ in range(self.num_workers)]
     threads = []
     for k, worker in enumerate(taken):
       if worker is None:
         threads.append(threading.Thread(target=lambda k=k: taken.__setitem__(k, self._start())))
         threads[-1].start()
+    with self._spare_lock:
+      missing = max(0, self._num_spares - self._spares.qsize() - self._spares_starting)
+      self._spares_starting += missing
+    for _ in range(missing):
+      threads.append(threading.Thread(target=self._start_spare))
+      threads[-1].start()
     for t in threads:
       t.join()
     for worker in taken:
       self._slots.put(worker)
-    self._top_up_spares()
 
   def run(self, function: str, args: tuple, timeout: float) -> Outcome:
     """Runs ``module:function(*args)`` in a worker; kills the worker if it takes longer than ``timeout`` s.

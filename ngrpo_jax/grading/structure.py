@@ -8,6 +8,8 @@
     bracket characters are part of the value (``[1, 2]`` is not ``(1, 2)``);
   * ``set``: ``\\{a, b\\}`` — **unordered** (a multiset, so ``\\{1, 1\\}`` is not ``\\{1\\}``);
   * ``list``: ``a, b, c`` at top level (solutions of an equation) — **unordered** multiset;
+  * ``union``: ``(a, b) \\cup [c, \\infty)`` — its intervals / sets in any order (compared only with another
+    union; a union written differently, e.g. merged, goes to the symbolic stage);
   * ``colon``: ``4:30``, ``4:51:06``, ``1:03 pm``, ``3:5`` — parts compared exactly, in order, never as a
     division (two different clock times are two different answers).
 
@@ -34,7 +36,7 @@ class Structure:
   """A structured answer.
 
   Attributes:
-    kind: "matrix", "tuple", "set", "list" or "colon".
+    kind: "matrix", "tuple", "set", "list", "union" (of intervals / sets, unordered) or "colon".
     items: entry strings (row-major for a matrix; parts for a colon form).
     shape: (rows, columns) for a matrix, (len(items),) otherwise.
     brackets: the two bracket characters of a tuple ("()", "[)", ...), "" otherwise; "am"/"pm" or "" for a
@@ -107,8 +109,16 @@ def parse_structure(text: str) -> Optional[Structure]:
   colon = _colon(s)
   if colon is not None:
     return colon
-  if "\\cup" in s or "\\cap" in s or "=" in s or "<" in s or ">" in s or "\\le" in s or "\\ge" in s:
+  if "\\cup" in s and "\\cap" not in s and "=" not in s:
+    pieces = [x.strip() for x in split_top(s, "\\cup")]
+    parsed = [parse_structure(x) for x in pieces]
+    if len(pieces) >= 2 and all(x is not None and x.kind in ("tuple", "set") for x in parsed):
+      return Structure("union", tuple(pieces), (len(pieces),))
     return None
+  if "\\cup" in s or "\\cap" in s or "<" in s or ">" in s or re.search(r"\\(?:le|ge|ne)(?![A-Za-z])", s):
+    return None
+  if "=" in s and len(split_top(s)) < 2:
+    return None  # an equation, not a structure (a list of assignments "x=1, x=2" is a list)
   if s.startswith("\\{") and s.endswith("\\}"):
     inner = s[2:-2]
     items = [x.strip() for x in split_top(inner)]

@@ -42,7 +42,9 @@ NUM_POINTS = 5
 REL_TOL = 1e-9
 EXACT_REL_TOL = 1e-30  # two exact (Float-free) constants, evaluated with 50 digits
 
-_NORMALIZATION = NormalizationConfig(basic_latex=True, units=True, malformed_operators=True, nits=True,
+# units=False: the parser's unit stripping drops trailing letters that look like units (``6+9t`` -> 15, t = ton);
+# ``normalize`` removes real units before this stage.
+_NORMALIZATION = NormalizationConfig(basic_latex=True, units=False, malformed_operators=True, nits=True,
                                      boxed="all", equations=False)
 _CONVERSION = ConversionConfig(interpret_as_mixed_fractions=True, interpret_simple_eq_as_assignment=False,
                                interpret_contains_as_eq=True, lowercase_symbols=True)
@@ -245,6 +247,14 @@ def _unordered_equal(gs, ps, depth) -> bool:
   return True
 
 
+def _union_parts(u):
+  """The sets of a (possibly nested) union, flattened."""
+  out = []
+  for arg in u.args:
+    out.extend(_union_parts(arg) if isinstance(arg, sympy.Union) else [arg])
+  return out
+
+
 def _interval_equal(g, p) -> bool:
   return (g.left_open == p.left_open and g.right_open == p.right_open and expr_equal(g.start, p.start)
           and expr_equal(g.end, p.end))
@@ -304,7 +314,7 @@ def objects_equal(g, p, depth: int = 0) -> bool:
   if isinstance(g, sympy.Interval) and isinstance(p, sympy.Interval):
     return _interval_equal(g, p)
   if isinstance(g, sympy.Union) and isinstance(p, sympy.Union):
-    return _unordered_equal(g.args, p.args, depth)
+    return _unordered_equal(_union_parts(g), _union_parts(p), depth)
   if isinstance(g, sympy.Set) or isinstance(p, sympy.Set):
     try:
       return bool(g == p)
