@@ -193,6 +193,9 @@ def main(argv=None):
       all_metrics.append(mv_metrics)
   if args.show_errors:
     for c, r in zip(cases, results):
+      if r.timed_out or r.seconds > 0.5:
+        print(f"  SLOW {r.seconds:.2f}s id={c['id']} timed_out={r.timed_out} gold={c['gold']!r} "
+              f"pred={r.pred_answer!r} rule={r.rule} reason={r.reason}")
       if r.equivalent != c["equivalent"]:
         print(f"  MISS id={c['id']} kind={c.get('kind')}/{c.get('transform')} label={c['equivalent']} "
               f"gold={c['gold']!r} pred={r.pred_answer!r} rule={r.rule} reason={r.reason}")

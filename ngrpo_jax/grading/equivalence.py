@@ -93,7 +93,8 @@ def final_value(pred: str, gold_has_equation: bool) -> str:
   """
   if "=" not in pred or re.search(r"[<>!]=|==|\\(?:le|ge|ne|approx)(?![A-Za-z])", pred):
     return pred
-  if len(structure.split_top(pred, ",")) > 1:
+  items = structure.split_top(pred, ",")
+  if len(items) > 1 and all("=" in item for item in items):
     return pred  # a list of assignments (``AB=9, CD=4``)
   parts = [x.strip() for x in structure.split_top(pred, "=")]
   if len(parts) < 2 or not all(parts):

@@ -246,10 +246,7 @@ def _final_box_run(text: str) -> Tuple[Optional[str], Tuple[str, ...], bool]:
     if len(gap) > 40 or not _BOX_JOINER.fullmatch(gap):
       break
     run.insert(0, prev)
-  contents = tuple(content.strip() for _, _, content in run)
-  if len(set(contents)) == 1:
-    contents = contents[:1]  # the same box repeated is one answer
-  return found[-1][2], contents, False
+  return found[-1][2], tuple(content.strip() for _, _, content in run), False
 
 
 def _looks_like_bare_answer(text: str) -> bool:
