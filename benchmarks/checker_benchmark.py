@@ -1,7 +1,12 @@
-"""Scores the answer checker on a labelled case file (JSONL with gold, pred, equivalent, kind).
+"""Scores the answer checker on a labelled case file (JSONL or JSONL.gz with gold, pred, equivalent, kind).
 
-    python benchmarks/checker_benchmark.py [--cases PATH] [--num_workers 2] [--timeout 1.0]
-                                           [--compare_math_verify]
+    python benchmarks/checker_benchmark.py [--cases PATH] [--split tune|heldout] [--num_workers 2]
+        [--timeout 1.0] [--background_load 2] [--compare_math_verify] [--backend sympy|math_verify]
+        [--disagreements PATH]
+
+``--cases corpus`` is shorthand for the generated corpus ``benchmarks/data/checker_corpus.jsonl.gz`` (see
+``benchmarks/make_checker_corpus.py``); ``--split`` keeps one side of its split. ``--background_load N`` runs
+N busy-looping processes during the measurement (the load of a real RL step on the same cores).
 
 Reports accuracy overall and per kind, false positives / negatives, timeouts, median / p99 latency per
 check (measured inside the batch, i.e. under contention) and throughput of ``grading.grade_batch`` on
@@ -10,7 +15,9 @@ check (measured inside the batch, i.e. under contention) and throughput of ``gra
 """
 import argparse
 import collections
+import gzip
 import json
+import multiprocessing
 import pathlib
 import statistics
 import sys
@@ -23,9 +30,50 @@ if str(_REPO_ROOT) not in sys.path:
 from ngrpo_jax import grading  # pylint: disable=wrong-import-position
 
 
-def load_cases(path):
-  with open(path, encoding="utf-8") as f:
-    return [json.loads(line) for line in f if line.strip()]
+_CORPUS = _REPO_ROOT / "benchmarks" / "data" / "checker_corpus.jsonl.gz"
+
+
+def load_cases(path, split=""):
+  """Cases of a JSONL / JSONL.gz file (``"corpus"`` = the generated corpus), optionally one split only."""
+  path = _CORPUS if path == "corpus" else pathlib.Path(path)
+  opener = gzip.open if str(path).endswith(".gz") else open
+  with opener(path, "rt", encoding="utf-8") as f:
+    cases = [json.loads(line) for line in f if line.strip()]
+  if split:
+    cases = [c for c in cases if c.get("split") == split]
+  if not cases:
+    raise ValueError(f"no cases in {path} (split {split!r})")
+  return cases
+
+
+def _busy_loop(stop):
+  x = 0
+  while not stop.is_set():
+    for _ in range(10000):
+      x = (x * 1103515245 + 12345) % 2147483648
+
+
+class BackgroundLoad:
+  """``n`` processes spinning on the CPU while the benchmark runs (context manager)."""
+
+  def __init__(self, n):
+    self.n = n
+    self._ctx = multiprocessing.get_context("spawn")
+    self._stop = self._ctx.Event()
+    self._procs = []
+
+  def __enter__(self):
+    self._procs = [self._ctx.Process(target=_busy_loop, args=(self._stop,), daemon=True) for _ in range(self.n)]
+    for p in self._procs:
+      p.start()
+    return self
+
+  def __exit__(self, *exc):
+    self._stop.set()
+    for p in self._procs:
+      p.join(timeout=5)
+      if p.is_alive():
+        p.kill()
 
 
 def _percentile(values, q):
@@ -41,6 +89,10 @@ def summarize(name, cases, verdicts, latencies, timeouts, wall):
   per_kind = collections.defaultdict(list)
   for c, ok in zip(cases, correct):
     per_kind[c.get("kind", "?")].append(ok)
+  fp_transforms = collections.Counter(c.get("transform", c.get("kind", "?")) for c, v in zip(cases, verdicts)
+                                      if v and not c["equivalent"])
+  fn_transforms = collections.Counter(c.get("transform", c.get("kind", "?")) for c, v in zip(cases, verdicts)
+                                      if not v and c["equivalent"])
   metrics = {
       "checker": name, "cases": len(cases), "accuracy": sum(correct) / len(cases),
       "false_positives": len(fp), "false_negatives": len(fn), "timeouts": timeouts,
@@ -50,8 +102,12 @@ def summarize(name, cases, verdicts, latencies, timeouts, wall):
                                          if v and not c["equivalent"] and c.get("kind") == "adversarial"),
   }
   print(f"== {name}")
-  print(f"accuracy {metrics['accuracy']:.4f} ({sum(correct)}/{len(cases)})  FP {len(fp)} {fp}  FN {len(fn)} {fn}"
-        f"  timeouts {timeouts}")
+  print(f"accuracy {metrics['accuracy']:.4f} ({sum(correct)}/{len(cases)})  FP {len(fp)} {fp[:20]}  "
+        f"FN {len(fn)} {fn[:20]}  timeouts {timeouts}")
+  if fp_transforms:
+    print(f"  FP by transform: {dict(fp_transforms.most_common())}")
+  if fn_transforms:
+    print(f"  FN by transform: {dict(fn_transforms.most_common())}")
   print(f"latency median {metrics['median_latency_s'] * 1e3:.1f} ms  p99 {metrics['p99_latency_s'] * 1e3:.1f} ms"
         f"  max {metrics['max_latency_s'] * 1e3:.1f} ms  throughput {metrics['checks_per_s']:.1f} checks/s")
   for kind in sorted(per_kind):
@@ -60,17 +116,18 @@ def summarize(name, cases, verdicts, latencies, timeouts, wall):
   return metrics
 
 
-def run_ours(cases, num_workers, timeout):
+def run_ours(cases, num_workers, timeout, backend="sympy"):
   pool = grading.WorkerPool(num_workers)
   pool.warm_up()
   try:
     start = time.perf_counter()
     results = grading.grade_batch([c["gold"] for c in cases], [c["pred"] for c in cases], timeout=timeout,
-                                  pool=pool)
+                                  pool=pool, backend=backend)
     wall = time.perf_counter() - start
   finally:
     pool.close()
-  return summarize("ngrpo_jax.grading", cases, [r.equivalent for r in results], [r.seconds for r in results],
+  name = "ngrpo_jax.grading" + ("" if backend == "sympy" else f" (backend {backend})")
+  return summarize(name, cases, [r.equivalent for r in results], [r.seconds for r in results],
                    sum(r.timed_out for r in results), wall), results
 
 
@@ -106,28 +163,48 @@ def run_math_verify(cases, num_workers, timeout):
     start = time.perf_counter()
     out = mp_pool.map(_math_verify_task, [(c["gold"], c["pred"], timeout) for c in cases], chunksize=1)
     wall = time.perf_counter() - start
-  return summarize("math_verify", cases, [v for v, _ in out], [s for _, s in out], 0, wall)
+  metrics = summarize("math_verify", cases, [v for v, _ in out], [s for _, s in out],
+                       sum(s >= timeout for _, s in out), wall)
+  return metrics, [v for v, _ in out]
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--cases", default=str(_REPO_ROOT.parent / "shared" / "checker_cases_public.jsonl"))
+  parser.add_argument("--cases", default=str(_REPO_ROOT.parent / "shared" / "checker_cases_public.jsonl"),
+                      help='a JSONL(.gz) case file, or "corpus" for the generated corpus')
+  parser.add_argument("--split", default="", help="keep only cases of this split (tune / heldout)")
+  parser.add_argument("--background_load", type=int, default=0, help="busy processes running meanwhile")
+  parser.add_argument("--backend", default="sympy", help="grading backend for our checker (sympy / math_verify)")
+  parser.add_argument("--disagreements", default="", help="write cases where we and Math-Verify differ (JSONL)")
   parser.add_argument("--num_workers", type=int, default=2)
   parser.add_argument("--timeout", type=float, default=1.0)
   parser.add_argument("--compare_math_verify", action="store_true")
   parser.add_argument("--show_errors", action="store_true", help="print every misgraded case")
   parser.add_argument("--json_out", default="", help="optional path for the metrics as JSON")
   args = parser.parse_args(argv)
-  cases = load_cases(args.cases)
-  metrics, results = run_ours(cases, args.num_workers, args.timeout)
+  cases = load_cases(args.cases, args.split)
+  print(f"{len(cases)} cases from {args.cases}" + (f" (split {args.split})" if args.split else "")
+        + f", {args.num_workers} workers, timeout {args.timeout} s, background load {args.background_load}")
+  with BackgroundLoad(args.background_load):
+    metrics, results = run_ours(cases, args.num_workers, args.timeout, args.backend)
+    all_metrics = [metrics]
+    if args.compare_math_verify:
+      mv_metrics, mv_verdicts = run_math_verify(cases, args.num_workers, args.timeout)
+      all_metrics.append(mv_metrics)
   if args.show_errors:
     for c, r in zip(cases, results):
-      if r.equivalent != c["equivalent"]:
-        print(f"  MISS id={c['id']} kind={c.get('kind')} label={c['equivalent']} gold={c['gold']!r} "
+      if r.timed_out or r.seconds > 0.5:
+        print(f"  SLOW {r.seconds:.2f}s id={c['id']} timed_out={r.timed_out} gold={c['gold']!r} "
               f"pred={r.pred_answer!r} rule={r.rule} reason={r.reason}")
-  all_metrics = [metrics]
-  if args.compare_math_verify:
-    all_metrics.append(run_math_verify(cases, args.num_workers, args.timeout))
+      if r.equivalent != c["equivalent"]:
+        print(f"  MISS id={c['id']} kind={c.get('kind')}/{c.get('transform')} label={c['equivalent']} "
+              f"gold={c['gold']!r} pred={r.pred_answer!r} rule={r.rule} reason={r.reason}")
+  if args.compare_math_verify and args.disagreements:
+    with open(args.disagreements, "w", encoding="utf-8") as f:
+      for c, r, v in zip(cases, results, mv_verdicts):
+        if r.equivalent != v:
+          f.write(json.dumps({**c, "ours": r.equivalent, "math_verify": v, "pred_answer": r.pred_answer,
+                              "rule": r.rule, "reason": r.reason}) + "\n")
   if args.json_out:
     pathlib.Path(args.json_out).write_text(json.dumps(all_metrics, indent=2))
   return all_metrics

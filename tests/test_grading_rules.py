@@ -22,7 +22,8 @@ def pool():
     ("\\boxed{\\frac{1}{2}} then \\fbox{\\frac{3}{\\sqrt{4}}}", "\\frac{3}{\\sqrt{4}}"),
     ("nested \\boxed{\\{1, \\{2\\}\\}}", "\\{1, \\{2\\}\\}"),
     ("answer \\boxed 5 done", "5"),
-    ("first \\boxed{3} last \\boxed{7} and truncated \\boxed{8", "7"),
+    # complete-answer rule: a last box that never closes means the response has no final answer
+    ("first \\boxed{3} last \\boxed{7} and truncated \\boxed{8", None),
     ("no box here", None),
 ])
 def test_last_boxed(text, expected):
@@ -169,7 +170,7 @@ def test_huge_integers_are_exact(pool):
     ("42", "\\boxed{42 \\text{ is not the answer}}", False), ("42", "42 is wrong", False),
     ("42", "The answer is 42 or 43", False), ("42", "\\pm 42", False), ("2", "\\boxed{2}\\text{ or }\\boxed{3}", False),
     # malformed / truncated LaTeX and degrees inside trig functions
-    ("\\frac{3}{4}", "\\frac 3 4", True), ("\\frac{3}{4}", "\\frac{3}{4", True), ("(1,2)", "\\left(1,2\\right", True),
+    ("\\frac{3}{4}", "\\frac 3 4", True), ("\\frac{3}{4}", "\\frac{3}{4", False), ("(1,2)", "\\left(1,2\\right", False),
     ("\\cos 30^\\circ", "\\frac{\\sqrt3}{2}", True), ("-2 < x < 3", "(-2, 3)", True),
     ("y = 2x + 3", "2x - y + 3 = 0", True), ("\\{(1,2),(3,4)\\}", "\\{(3,4),(1,2)\\}", True),
 ])

@@ -6,7 +6,11 @@
     grading.Grader(require_boxed=True)(golds, responses) -> [GradeResult]   (one pool, reusable)
     grading.rewards_from_results(results, RewardConfig(format_reward=0.1), lengths=..., max_new_tokens=...) -> [N]
     grading.reward_batch(responses, golds, RewardConfig()) -> [N]
+    grading.get_backend("sympy" | "math_verify") -> check function   (grade_batch(..., backend=name))
 """
+from ngrpo_jax.grading.backends import available_backends
+from ngrpo_jax.grading.backends import get_backend
+from ngrpo_jax.grading.backends import register_backend
 from ngrpo_jax.grading.batch import grade_batch
 from ngrpo_jax.grading.equivalence import check
 from ngrpo_jax.grading.equivalence import DEFAULT_TIMEOUT
@@ -25,7 +29,7 @@ from ngrpo_jax.grading.rewards import rewards_from_results
 from ngrpo_jax.grading.rewards import verdicts
 
 __all__ = [
-    "DEFAULT_TIMEOUT", "GradeResult", "Grader", "RewardConfig", "WorkerPool", "check", "default_pool",
-    "extract_answer", "grade_batch", "is_equivalent", "last_boxed", "normalize_answer", "reward_batch", "rewards",
-    "rewards_from_results", "verdicts",
+    "DEFAULT_TIMEOUT", "GradeResult", "Grader", "RewardConfig", "WorkerPool", "available_backends", "check",
+    "default_pool", "extract_answer", "get_backend", "grade_batch", "is_equivalent", "last_boxed",
+    "normalize_answer", "register_backend", "reward_batch", "rewards", "rewards_from_results", "verdicts",
 ]

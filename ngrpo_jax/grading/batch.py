@@ -7,6 +7,7 @@ time bound (a worker that overruns is killed and replaced). Results come back in
 import concurrent.futures
 from typing import List, Optional, Sequence
 
+from ngrpo_jax.grading import backends
 from ngrpo_jax.grading import equivalence
 from ngrpo_jax.grading import process_pool
 
@@ -21,7 +22,8 @@ def _check_lengths(golds, responses) -> None:
 
 def grade_batch(golds: Sequence[str], responses: Sequence[str], *, num_workers: int = 2,
                 timeout: float = equivalence.DEFAULT_TIMEOUT, require_boxed: bool = False,
-                pool: Optional[process_pool.WorkerPool] = None) -> List[equivalence.GradeResult]:
+                pool: Optional[process_pool.WorkerPool] = None,
+                backend: str = "sympy") -> List[equivalence.GradeResult]:
   """Grades ``responses[i]`` against ``golds[i]`` for all i, in parallel, order preserved.
 
   Args:
@@ -32,24 +34,27 @@ def grade_batch(golds: Sequence[str], responses: Sequence[str], *, num_workers: 
     require_boxed: only accept boxed answers.
     pool: an existing ``process_pool.WorkerPool`` to reuse across batches (recommended in a training loop);
       if None a pool with ``num_workers`` processes is created and closed for this call.
+    backend: name of the grading backend (``backends.get_backend``): "sympy" (default) or "math_verify".
 
   Returns:
     A list of N ``GradeResult``.
   """
   _check_lengths(golds, responses)
+  check_fn = backends.get_backend(backend)
   if not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 1:
     raise ValueError(f"num_workers must be a positive int, got {num_workers!r}")
   if not golds:
     return []
   own_pool = pool is None
   if own_pool:
-    pool = process_pool.WorkerPool(num_workers)
+    pool = process_pool.WorkerPool(num_workers, spares=0)
+    pool.warm_up()  # start-up is paid once here, not inside the first checks' time budget
   threads = pool.num_workers if not own_pool else num_workers
   try:
     with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as executor:
       return list(executor.map(
-          lambda pair: equivalence.check(pair[0], pair[1], timeout=timeout, require_boxed=require_boxed,
-                                         pool=pool), zip(golds, responses)))
+          lambda pair: check_fn(pair[0], pair[1], timeout=timeout, require_boxed=require_boxed, pool=pool),
+          zip(golds, responses)))
   finally:
     if own_pool:
       pool.close()

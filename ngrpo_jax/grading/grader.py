@@ -3,6 +3,7 @@
 Training (rewards) and evaluation (pass@k) call graders the same way; anything with this signature that
 returns ``GradeResult``-like objects (``.equivalent``, ``.pred_answer``, ``.boxed``) or bools can replace it.
 """
+from ngrpo_jax.grading import backends
 from ngrpo_jax.grading import batch
 from ngrpo_jax.grading import equivalence
 from ngrpo_jax.grading import process_pool
@@ -19,10 +20,12 @@ class Grader:
     timeout: seconds per answer (default ``grading.DEFAULT_TIMEOUT``).
     require_boxed: only answers inside ``\\boxed{}`` count (the RL format rule; default False).
     pool: an existing ``WorkerPool`` to share (not closed by ``close()``). Default: a pool owned by this grader.
+    backend: the checker by name (``grading.get_backend``): "sympy" (ours, the default) or "math_verify"
+      (the peers' choice in TRL and verl; needs the ``math-verify`` package).
   """
 
   def __init__(self, num_workers: int = 2, timeout: float = equivalence.DEFAULT_TIMEOUT,
-               require_boxed: bool = False, pool=None):
+               require_boxed: bool = False, pool=None, backend: str = "sympy"):
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
       raise ValueError(f"num_workers must be a positive int, got {num_workers!r}")
     if not timeout > 0:
@@ -31,10 +34,12 @@ class Grader:
     self._pool = process_pool.WorkerPool(num_workers) if pool is None else pool
     self.timeout = float(timeout)
     self.require_boxed = bool(require_boxed)
+    backends.get_backend(backend)               # unknown names fail here, not on the first batch
+    self.backend = backend
 
   def __call__(self, golds, responses):
     return batch.grade_batch(list(golds), list(responses), timeout=self.timeout, require_boxed=self.require_boxed,
-                             pool=self._pool)
+                             pool=self._pool, backend=self.backend)
 
   def close(self):
     if self._owns_pool:

@@ -5,6 +5,9 @@ annotations it removed (percent sign, degree sign, units). It only does what the
 (``latex2sympy2_extended``) does not: presentation macros, spacing, unicode, thousands separators, units
 and text, and ``or``/``and`` lists. Everything is linear-time string work and never raises.
 
+Truncated answers are **not** repaired (an unclosed brace stays unclosed and fails to parse); extraction
+rejects them first (``extract.incomplete_reason``).
+
 Policies (documented here, applied by ``equivalence``):
   * percent: ``8\\%`` is compared as ``8`` and, alternatively, as ``0.08``; ``0.8\\%`` is not ``8\\%``.
   * degrees: ``120^\\circ`` is compared as ``120`` (a radian answer ``2\\pi/3`` is also accepted).
@@ -21,9 +24,13 @@ _UNICODE = {
     "\u2260": "\\ne ", "\u00b0": "^\\circ", "\u222a": "\\cup ", "\u2229": "\\cap ", "\u00bd": "1/2",
     "\u2009": " ", "\u00a0": " ", "\u200b": "",
 }
-_SPACING = re.compile(r"\\[!,;:> ]|\\quad|\\qquad|~|\\displaystyle|\\textstyle|\\limits")
+_SPACING = re.compile(r"(?<!\\)\\[!,;:> ]|\\quad|\\qquad|~|\\displaystyle|\\textstyle|\\limits")
 _WRAPPER_COMMANDS = ("\\mathbf", "\\textbf", "\\boldsymbol", "\\bm", "\\mathit", "\\textit", "\\operatorname",
-                     "\\displaystyle")
+                     "\\displaystyle", "\\boxed", "\\fbox")
+# Matrix environments with the same meaning (``vmatrix`` is a determinant and is left alone).
+_MATRIX_ENV = re.compile(r"\\(begin|end)\{(?:bmatrix|Bmatrix|matrix|smallmatrix|pmatrix)\}")
+# MATH's normalised golds collapse the row separator ``\\`` to one backslash (``\begin{pmatrix}7\-2\end{pmatrix}``).
+_COLLAPSED_ROW = re.compile(r"(?<!\\)\\(?=[-+\d.(])")
 _DEGREE = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|\\degree|\^\s*\{\s*\\text\{\s*o\s*\}\s*\}|"
                      r"\s*\\text\{\s*degrees?\s*\}|\s+degrees?\b")
 _PERCENT = re.compile(r"\\%|%|\s*\\text\{\s*percent\s*\}|\s+percent\b")
@@ -33,8 +40,8 @@ _TRAILING_TEXT_UNIT = re.compile(
 _MATH_NAMES = frozenset("pi sin cos tan cot sec csc log ln exp sqrt frac cup cap infty or and i e".split())
 _TRAILING_WORD_UNIT = re.compile(r"^(?P<value>[-+]?[\d.,/{}\\a-z]*\d[\d.}]*)(?P<space>\s*)(?P<unit>[A-Za-z][A-Za-z .]*?)"
                                  r"(?:\^\s*\{?\s*[23]\s*\}?)?\s*$")
-_THOUSANDS = re.compile(r"^[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
-_OR_AND = re.compile(r"\s*(?:\\text\{\s*(?:or|and)\s*\}|\\(?:mbox|textrm)\{\s*(?:or|and)\s*\}|\s+or\s+|\s+and\s+)\s*")
+_THOUSANDS = re.compile(r"^[-+]?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?$")
+_OR_AND = re.compile(r"\s*(?:\\text\{\s*(?:or|and)\s*\}|\{\s*(?:or|and)\s*\}|\\(?:mbox|textrm)\{\s*(?:or|and)\s*\}|\s+or\s+|\s+and\s+)\s*")
 _LEADING_VARIABLE = re.compile(r"^\s*[A-Za-z](?:_\{?\w+\}?)?\s*=\s*(?!=)")
 _FRAC_SHORT = re.compile(r"\\frac\s*(\d)\s*(\d)")
 _FRAC_HALF_SHORT = re.compile(r"\\frac\s*(\{[^{}]*\})\s*(\d)|\\frac\s*(\d)\s*(\{[^{}]*\})")
@@ -48,6 +55,7 @@ _SHORT_UNITS = frozenset(
     "cm m km mm nm kg g mg lb lbs oz ft in yd mi s ms min h hr hrs l ml mph kph sq cc km/h m/s".split())
 _NOT_UNITS = frozenset("not no is isn't are wrong incorrect false never none or and but than if".split())
 _MAX_UNIT_WORDS = 3
+_MAX_UNIT_SCAN = 300  # answers longer than this are not searched for a trailing unit
 
 
 def _is_unit(unit: str, spaced: bool = True) -> bool:
@@ -71,23 +79,22 @@ def has_disqualifying_text(text: str) -> bool:
   return False
 
 
-def _close_brackets(s: str) -> str:
-  """Appends missing closing braces/brackets of a truncated answer (``\frac{3}{4`` -> ``\frac{3}{4}``)."""
-  stack = []
-  pairs = {"{": "}", "(": ")", "[": "]"}
-  for c in s:
-    if c in pairs:
-      stack.append(pairs[c])
-    elif c in ")]}":
-      if stack and stack[-1] == c:
-        stack.pop()
-      elif c == "}" or not stack:
-        return s  # mismatched rather than truncated (e.g. the interval "[1, 2)"): leave it alone
-      else:
-        stack.pop()
-  if len(stack) > 8:
+def _canonical_matrices(s: str) -> str:
+  """``bmatrix``/``Bmatrix``/``matrix``/``smallmatrix`` -> ``pmatrix``; collapsed row separators restored."""
+  if "matrix}" not in s:
     return s
-  return s + "".join(reversed(stack))
+  s = _MATRIX_ENV.sub(lambda m: "\\" + m.group(1) + "{pmatrix}", s)
+  out, i = [], 0
+  while True:
+    j = s.find("\\begin{pmatrix}", i)
+    k = s.find("\\end{pmatrix}", j) if j >= 0 else -1
+    if j < 0 or k < 0:
+      out.append(s[i:])
+      break
+    body = s[j + len("\\begin{pmatrix}"):k]
+    out.append(s[i:j] + "\\begin{pmatrix}" + _COLLAPSED_ROW.sub(r"\\\\", body) + "\\end{pmatrix}")
+    i = k + len("\\end{pmatrix}")
+  return "".join(out)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,6 +197,7 @@ def normalize_answer(answer: str) -> Normalized:
     if k in s:
       s = s.replace(k, v)
   s = _strip_math_delimiters(s)
+  s = _canonical_matrices(s)
   s = s.replace("\\left", "").replace("\\right", "")
   s = re.sub(r"\\(?:big|Big|bigg|Bigg)[lr]?", "", s)
   s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\cfrac", "\\frac")
@@ -216,15 +224,14 @@ def normalize_answer(answer: str) -> Normalized:
     percent = True
   s = _OR_AND.sub(", ", s)
   unit = ""
-  m = _TRAILING_TEXT_UNIT.match(s)
+  m = _TRAILING_TEXT_UNIT.match(s) if len(s) <= _MAX_UNIT_SCAN else None  # (the unit patterns backtrack)
   if m and m.group("value").strip() and _is_unit(m.group("unit")):
     unit = m.group("unit").strip()
     s = m.group("value").strip()
-  m = _TRAILING_WORD_UNIT.match(s)
+  m = _TRAILING_WORD_UNIT.match(s) if len(s) <= _MAX_UNIT_SCAN else None
   if m and _is_unit(m.group("unit"), spaced=bool(m.group("space"))):
     unit = m.group("unit").strip()
     s = m.group("value").strip()
-  s = _close_brackets(s)
   # A bare \text{...} answer (a name, a word): keep the words.
   stripped = s.strip()
   if re.fullmatch(r"\\(?:text|mbox|textrm)\{[^{}]*\}", stripped):

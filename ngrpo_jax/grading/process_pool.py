@@ -8,9 +8,13 @@ Each worker also caps its address space (``memory_limit_mb`` above its start-up 
 allocation fails inside the worker instead of exhausting the machine.
 
 Workers import ``ngrpo_jax.grading`` modules through stub parent packages, so they never import JAX or the
-rest of ``ngrpo_jax``; start-up costs about half a second (importing SymPy). ``run`` is thread-safe: at most
-``num_workers`` tasks run at once and further callers wait for a free worker (waiting is not counted in the
-task's timeout). Only functions inside ``ngrpo_jax.grading`` may be called.
+rest of ``ngrpo_jax``; start-up costs about half a second (importing SymPy), several seconds on loaded cores.
+``run`` is thread-safe: at most ``num_workers`` tasks run at once and further callers wait for a free worker
+(waiting is not counted in the task's timeout). Only functions inside ``ngrpo_jax.grading`` may be called.
+
+Latency: ``warm_up()`` starts every worker before the first check and also idle **spares** (2); a worker
+killed on a time-out is replaced by the spare at once (a new spare starts in the background), so a
+time-out does not leave its slot empty for the seconds a fresh interpreter needs.
 """
 import atexit
 import dataclasses
@@ -162,10 +166,11 @@ class WorkerPool:
     memory_limit_mb: address-space allowance per worker above its start-up size (0 disables the cap).
     preload: modules each worker imports before accepting tasks.
     startup_timeout: seconds allowed for a worker to start.
+    spares: idle pre-started workers that replace a killed one at once (started by ``warm_up``).
   """
 
   def __init__(self, num_workers: int = 2, *, memory_limit_mb: int = 2048,
-               preload: Sequence[str] = _DEFAULT_PRELOAD, startup_timeout: float = 120.0):
+               preload: Sequence[str] = _DEFAULT_PRELOAD, startup_timeout: float = 120.0, spares: int = 2):
     if not isinstance(num_workers, int) or num_workers < 1:
       raise ValueError(f"num_workers must be a positive int, got {num_workers!r}")
     self.num_workers = num_workers
@@ -173,6 +178,10 @@ class WorkerPool:
     self._preload = tuple(preload)
     self._startup_timeout = float(startup_timeout)
     self._slots: "queue.Queue[Optional[_Worker]]" = queue.Queue()
+    self._spares: "queue.Queue[_Worker]" = queue.Queue()
+    self._num_spares = max(0, int(spares))
+    self._spare_lock = threading.Lock()
+    self._spares_starting = 0
     self._lock = threading.Lock()
     self._all = set()
     self._closed = False
@@ -200,14 +209,53 @@ class WorkerPool:
       worker = None
     self._slots.put(worker)
 
+  def _start_spare(self) -> None:
+    try:
+      worker = self._start()
+    except Exception:  # pylint: disable=broad-except
+      worker = None
+    with self._spare_lock:
+      self._spares_starting -= 1
+    if worker is not None:
+      self._spares.put(worker)
+
+  def _top_up_spares(self) -> None:
+    """Starts background spares until ``spares`` are idle or starting."""
+    with self._spare_lock:
+      if self._closed:
+        return
+      missing = self._num_spares - self._spares.qsize() - self._spares_starting
+      self._spares_starting += max(0, missing)
+    for _ in range(max(0, missing)):
+      threading.Thread(target=self._start_spare, daemon=True).start()
+
+  def _replace(self) -> None:
+    """Puts a replacement for a killed worker into the slots: a spare if one is idle, else a new one."""
+    try:
+      spare = self._spares.get_nowait()
+    except queue.Empty:
+      spare = None
+    if spare is not None:
+      self._slots.put(spare)
+      self._top_up_spares()
+    else:
+      threading.Thread(target=self._refill, daemon=True).start()
+
   def warm_up(self) -> None:
-    """Starts all workers now (otherwise they start on first use)."""
+    """Starts all workers and spares now, in parallel, and returns when they are ready (otherwise workers
+    start on first use)."""
     taken = [self._slots.get() for _ in range(self.num_workers)]
     threads = []
     for k, worker in enumerate(taken):
       if worker is None:
         threads.append(threading.Thread(target=lambda k=k: taken.__setitem__(k, self._start())))
         threads[-1].start()
+    with self._spare_lock:
+      missing = max(0, self._num_spares - self._spares.qsize() - self._spares_starting)
+      self._spares_starting += missing
+    for _ in range(missing):
+      threads.append(threading.Thread(target=self._start_spare))
+      threads[-1].start()
     for t in threads:
       t.join()
     for worker in taken:
@@ -244,12 +292,14 @@ class WorkerPool:
       except (EOFError, OSError) as e:
         self._retire(worker)
         worker = None
+        put_back = False
+        self._replace()
         return Outcome("crashed", f"worker died: {type(e).__name__}", time.perf_counter() - start)
       elapsed = time.perf_counter() - start
       self._retire(worker)
       worker = None
       put_back = False
-      threading.Thread(target=self._refill, daemon=True).start()
+      self._replace()
       return Outcome("timeout", f"exceeded {timeout} s", elapsed)
     finally:
       if put_back:
@@ -257,6 +307,8 @@ class WorkerPool:
 
   def close(self) -> None:
     """Stops all workers; the pool cannot be used afterwards."""
+    with self._spare_lock:
+      self._closed = True
     with self._lock:
       self._closed = True
       workers = list(self._all)
@@ -276,13 +328,15 @@ _DEFAULT_LOCK = threading.Lock()
 
 
 def default_pool() -> WorkerPool:
-  """The process-wide pool used when no pool is passed (created on first use, closed at exit).
+  """The process-wide pool used when no pool is passed (created and warmed on first use, closed at exit).
 
-  It holds ``min(2, os.cpu_count())`` workers; it is a cache of processes, not state that affects results.
+  It holds ``min(2, os.cpu_count())`` workers (started before this returns, so the first check does not pay
+  for interpreter start-up) and two spares; it is a cache of processes, not state that affects results.
   """
   global _DEFAULT_POOL
   with _DEFAULT_LOCK:
     if _DEFAULT_POOL is None or _DEFAULT_POOL._closed:  # pylint: disable=protected-access
       _DEFAULT_POOL = WorkerPool(max(1, min(2, os.cpu_count() or 1)))
       atexit.register(_DEFAULT_POOL.close)
+      _DEFAULT_POOL.warm_up()
     return _DEFAULT_POOL

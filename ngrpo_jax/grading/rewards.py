@@ -110,7 +110,7 @@ def rewards_from_results(results: Sequence, config: RewardConfig = RewardConfig(
 def reward_batch(responses: Sequence[str], golds: Sequence[str], config: RewardConfig = RewardConfig(), *,
                  require_boxed: bool = True, num_workers: int = 2, timeout: float = equivalence.DEFAULT_TIMEOUT,
                  pool: Optional[process_pool.WorkerPool] = None, lengths: Optional[np.ndarray] = None,
-                 max_new_tokens: Optional[int] = None) -> np.ndarray:
+                 max_new_tokens: Optional[int] = None, backend: str = "sympy") -> np.ndarray:
   """Verifiable rewards of a flat rollout batch: ``grade_batch`` then :func:`rewards` (responses first).
 
   Args:
@@ -122,10 +122,11 @@ def reward_batch(responses: Sequence[str], golds: Sequence[str], config: RewardC
     timeout: hard time bound per answer in seconds.
     pool: a reusable ``process_pool.WorkerPool`` (recommended across training steps).
     lengths, max_new_tokens: response lengths and budget, for the overlong shaping.
+    backend: grading backend name (``grading.get_backend``): "sympy" (default) or "math_verify".
 
   Returns:
     float32 array ``[N]``; reshape to ``[num_groups, G]`` for group advantages.
   """
   results = batch.grade_batch(golds, responses, num_workers=num_workers, timeout=timeout,
-                              require_boxed=require_boxed, pool=pool)
+                              require_boxed=require_boxed, pool=pool, backend=backend)
   return rewards_from_results(results, config, lengths=lengths, max_new_tokens=max_new_tokens)

@@ -6,21 +6,24 @@ prose); SymPy's ``parse_latex(backend="lark")`` parsed 525/600 golds in 8.3 s an
 (no ``\\%``, ``\\text``, ``(a, b)``, ``.5``, ``\\sqrt2``). So this module uses ``latex2sympy2_extended``.
 
 Equivalence of two parsed answers (``objects_equal``):
-  * numbers: exact when both evaluate to rationals (``2^{100}``); otherwise
-    ``|a - b| <= tol · max(1, |a|, |b|)`` evaluated with 50 significant digits, ``tol = 1e-30`` between exact
-    constants and ``1e-9`` when a decimal is involved (so ``1.414`` is *not* ``\\sqrt{2}``: an approximate
-    decimal for an exact gold is graded wrong, the policy of the case files);
+  * numbers (exactness rule): every decimal literal is read as the exact rational it spells (``1.5`` ->
+    ``15/10``) before parsing, so numbers compare exactly when both evaluate to rationals (``2^{100}``,
+    ``25!`` vs a 15-digit mantissa ``1.55112100433310 \\times 10^{25}``: different); otherwise
+    ``|a - b| <= 1e-30 · max(1, |a|, |b|)`` evaluated with 50 significant digits (so ``1.414`` is *not*
+    ``\\sqrt{2}``: an approximate decimal for an exact gold is graded wrong); ``zoo``/``nan`` (a division by
+    zero, e.g. a clock time read as a ratio) equal nothing;
   * expressions with free symbols: ``a - b`` evaluated at ``NUM_POINTS`` pseudo-random points (fixed seed)
     must vanish to 1e-9 relative; fall back to ``simplify(a - b) == 0`` when evaluation is impossible;
-  * equations ``l1 = r1`` vs ``l2 = r2``: ``l1 - r1 = c·(l2 - r2)`` for a constant ``c ≠ 0``; ``x = 5`` vs ``5``
-    compares the right-hand side;
+  * equations ``l1 = r1`` vs ``l2 = r2``: ``l1 - r1 = c·(l2 - r2)`` for a constant ``c ≠ 0``; an assignment
+    ``x = 5`` (one side a lone variable) vs ``5`` compares the value; any other equation vs a bare value
+    (gold ``x^2+y^2=25``, prediction ``25``) is not equivalent;
   * inequalities: normalised to ``<``/``≤``, same strictness and ``l1 - r1 = c·(l2 - r2)``, ``c > 0``;
     compared with intervals through ``as_set()`` when the other side is a set;
   * tuples and matrices: ordered, elementwise; finite sets and comma lists: order-free; intervals: same
     endpoints and open/closed ends; unions: order-free over their intervals.
 
 Everything here may be slow on adversarial input; callers run it in a worker process with a hard time
-bound (``process_pool``) after the cheap ``guard`` below.
+bound (``process_pool``) after the cheap ``guards.guard`` (also run by the caller before dispatch).
 """
 import math
 import random
@@ -32,89 +35,37 @@ from latex2sympy2_extended import latex2sympy
 from latex2sympy2_extended.latex2sympy2 import ConversionConfig
 from latex2sympy2_extended.latex2sympy2 import NormalizationConfig
 
-MAX_CHARS = 1000
-MAX_NESTING = 24
-MAX_FACTORIAL = 1000
-MAX_POWER_DIGITS = 10 ** 5
+from ngrpo_jax.grading.guards import guard  # pylint: disable=unused-import  (re-exported)
+
 MAX_ELEMENTS = 64
 NUM_POINTS = 5
 REL_TOL = 1e-9
 EXACT_REL_TOL = 1e-30  # two exact (Float-free) constants, evaluated with 50 digits
 
-_NORMALIZATION = NormalizationConfig(basic_latex=True, units=True, malformed_operators=True, nits=True,
+# units=False: the parser's unit stripping drops trailing letters that look like units (``6+9t`` -> 15, t = ton);
+# ``normalize`` removes real units before this stage.
+_NORMALIZATION = NormalizationConfig(basic_latex=True, units=False, malformed_operators=True, nits=True,
                                      boxed="all", equations=False)
 _CONVERSION = ConversionConfig(interpret_as_mixed_fractions=True, interpret_simple_eq_as_assignment=False,
                                interpret_contains_as_eq=True, lowercase_symbols=True)
-_POWER = re.compile(r"(\d+(?:\.\d+)?)\s*\^\s*\{?\s*\(?\s*(\d+)")
-_TOWER = re.compile(r"((?:\d+\s*\^\s*\{?\s*\(?\s*){2,})(\d+)")
-_FACTORIAL = re.compile(r"(\d+)\s*!")
-_LONG_NUMBER = re.compile(r"\d{301}")
-_FACTORIAL_OF_GROUP = re.compile(r"[\^][^!]{0,200}[})]\s*!")
-_BIG_SPECIAL = re.compile(r"\\(?:binom|dbinom|tbinom|choose|Gamma|gamma|operatorname\{Gamma\})\s*(.{0,100})")
 
 
-def _tower_too_big(bases, top: int) -> bool:
-  """``b1^{b2^{...^{top}}}``: True if an inner level exceeds 10^6 or the result exceeds MAX_POWER_DIGITS digits."""
-  exponent = min(top, 10 ** 20)
-  for k, base in enumerate(reversed(bases)):
-    if base <= 1:
-      exponent = 1
-      continue
-    digits = exponent * math.log10(base)
-    if k == len(bases) - 1:
-      return digits > MAX_POWER_DIGITS
-    if digits > 6:
-      return True
-    exponent = base ** exponent
-  return False
+_DECIMAL_LITERAL = re.compile(r"(?<![\d.])(\d*)\.(\d+)(?![\d.])")
 
 
-def guard(text: str) -> Optional[str]:
-  """Cheap pre-check; returns a reason string when ``text`` is too expensive to parse, else None.
-
-  Rejects: more than ``MAX_CHARS`` characters, nesting deeper than ``MAX_NESTING``, numeric powers with more
-  than ``MAX_POWER_DIGITS`` digits (including towers such as ``10^{10^{10}}``), factorials of numbers above
-  ``MAX_FACTORIAL`` or of bracketed powers (``(10^{100})!``), binomials / Gamma of huge arguments and
-  integer literals longer than 300 digits. Anything that slips through is stopped by the worker time bound.
-  """
-  if not isinstance(text, str):
-    return "not a string"
-  if len(text) > MAX_CHARS:
-    return f"answer longer than {MAX_CHARS} characters"
-  depth = best = 0
-  for c in text:
-    if c in "{([":
-      depth += 1
-      best = max(best, depth)
-    elif c in "})]":
-      depth -= 1
-  if best > MAX_NESTING:
-    return f"nesting deeper than {MAX_NESTING}"
-  if text.count("\\sqrt") > MAX_NESTING:
-    return "too many radicals"
-  if _LONG_NUMBER.search(text):
-    return "integer literal with more than 300 digits"
-  for m in _TOWER.finditer(text):
-    if _tower_too_big([int(b) for b in re.findall(r"(\d+)\s*\^", m.group(1))], int(m.group(2))):
-      return "numeric exponent tower"
-  for m in _POWER.finditer(text):
-    base, exponent = float(m.group(1)), int(m.group(2)[:12])
-    if base > 1 and exponent * math.log10(base) > MAX_POWER_DIGITS:
-      return "power with too many digits"
-  if _FACTORIAL_OF_GROUP.search(text):
-    return "factorial of a bracketed expression with a power"
-  for m in _BIG_SPECIAL.finditer(text):
-    if "^" in m.group(1) or re.search(r"\d{7}", m.group(1)):
-      return "special function of a huge argument"
-  for m in _FACTORIAL.finditer(text):
-    if len(m.group(1)) > 6 or int(m.group(1)) > MAX_FACTORIAL:
-      return "factorial too large"
-  return None
+def exact_decimals(text: str) -> str:
+  """Rewrites every decimal literal as the exact fraction it spells: ``2.50`` -> ``{\\frac{250}{100}}``."""
+  def repl(m):
+    whole, frac = m.group(1) or "0", m.group(2)
+    if len(whole) + len(frac) > 300:
+      return m.group(0)
+    return "{\\frac{" + str(int(whole + frac)) + "}{1" + "0" * len(frac) + "}}"
+  return _DECIMAL_LITERAL.sub(repl, text)
 
 
 def parse(text: str):
-  """Parses a normalised LaTeX answer into a SymPy object (raises on failure)."""
-  obj = latex2sympy(text, normalization_config=_NORMALIZATION, conversion_config=_CONVERSION)
+  """Parses a normalised LaTeX answer into a SymPy object, decimals as exact rationals (raises on failure)."""
+  obj = latex2sympy(exact_decimals(text), normalization_config=_NORMALIZATION, conversion_config=_CONVERSION)
   return _imaginary_unit(obj)
 
 
@@ -156,6 +107,8 @@ def expr_equal(a, b) -> bool:
     return False
   if not (isinstance(a, sympy.Expr) and isinstance(b, sympy.Expr)):
     return False
+  if a.has(sympy.zoo, sympy.nan) or b.has(sympy.zoo, sympy.nan):
+    return False  # an undefined value (1/0) is never an answer, and two of them are not "equal"
   if a.is_infinite or b.is_infinite:
     return bool(a == b)
   if a.is_Rational and b.is_Rational:
@@ -179,7 +132,15 @@ def expr_equal(a, b) -> bool:
   for _ in range(NUM_POINTS * 2):
     point = {s: sympy.Rational(rng.randint(-300, 300), rng.randint(50, 150)) + sympy.Rational(1, 7)
              for s in symbols}
-    x, y = _to_number(a.subs(point)), _to_number(b.subs(point))
+    a_at, b_at = a.subs(point), b.subs(point)
+    if a_at.is_Rational and b_at.is_Rational:  # polynomials / rational functions: exact, no evaluation
+      if a_at != b_at:
+        return False
+      agreed += 1
+      if agreed >= NUM_POINTS:
+        return True
+      continue
+    x, y = _to_number(a_at), _to_number(b_at)
     if x is None or y is None:
       continue
     if not _close(x, y):
@@ -242,7 +203,10 @@ def _warm_up() -> None:
   """Exercises the lazy imports of SymPy / the parser once, so the first real task is not slow."""
   for gold, pred in (("\\frac{1}{2}x+\\sqrt{2}", "x/2+\\sqrt{2}"), ("(0,9) \\cup (9,36)", "(9,36)\\cup(0,9)"),
                      ("y = 2x + 3", "y = 3 + 2x"), ("x < 5", "5 > x"), ("\\{1,2\\}", "\\{2,1\\}"),
-                     ("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "(1, 2)"), ("\\sin x", "\\cos x")):
+                     ("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "(1, 2)"), ("\\sin x", "\\cos x"),
+                     ("\\frac{1-\\sqrt{5}}{2}", "\\frac{-1+\\sqrt{5}}{4}"), ("-6t^4+11t^3-19t^2", "3x^2(x+1)"),
+                     ("10p^3\\sqrt{3p}", "\\cos(6)\\sin(12)"), ("2^{4950}", "\\frac{1}{2004!}"), ("3\\pi + 2", "e^{2}"),
+                     ("(-\\infty,-2)\\cup[3,\\infty)", "[\\frac{3}{2},2)"), ("\\log_2 8", "\\tan\\theta"), ("C+1", "B")):
     compare_texts(gold, pred)
 
 
@@ -294,16 +258,26 @@ def _unordered_equal(gs, ps, depth) -> bool:
   return True
 
 
+def _union_parts(u):
+  """The sets of a (possibly nested) union, flattened."""
+  out = []
+  for arg in u.args:
+    out.extend(_union_parts(arg) if isinstance(arg, sympy.Union) else [arg])
+  return out
+
+
 def _interval_equal(g, p) -> bool:
   return (g.left_open == p.left_open and g.right_open == p.right_open and expr_equal(g.start, p.start)
           and expr_equal(g.end, p.end))
 
 
 def _eq_value(eq):
-  """The value side of ``x = value`` (or ``value = x``)."""
-  if isinstance(eq.rhs, sympy.Symbol) and not isinstance(eq.lhs, sympy.Symbol):
+  """The value side of an assignment ``x = value`` (or ``value = x``); None for any other equation."""
+  if isinstance(eq.lhs, sympy.Symbol):
+    return eq.rhs
+  if isinstance(eq.rhs, sympy.Symbol):
     return eq.lhs
-  return eq.rhs
+  return None
 
 
 def objects_equal(g, p, depth: int = 0) -> bool:
@@ -315,9 +289,11 @@ def objects_equal(g, p, depth: int = 0) -> bool:
       return objects_equal(g.rhs, p.rhs, depth + 1)
     return _proportional(g.lhs - g.rhs, p.lhs - p.rhs, positive=False)
   if isinstance(g, sympy.Eq):
-    return objects_equal(_eq_value(g), p, depth + 1)
+    value = _eq_value(g)
+    return value is not None and objects_equal(value, p, depth + 1)
   if isinstance(p, sympy.Eq):
-    return objects_equal(g, _eq_value(p), depth + 1)
+    value = _eq_value(p)
+    return value is not None and objects_equal(g, value, depth + 1)
   g_rel = isinstance(g, sympy.core.relational.Relational)
   p_rel = isinstance(p, sympy.core.relational.Relational)
   if g_rel and p_rel:
@@ -349,7 +325,7 @@ def objects_equal(g, p, depth: int = 0) -> bool:
   if isinstance(g, sympy.Interval) and isinstance(p, sympy.Interval):
     return _interval_equal(g, p)
   if isinstance(g, sympy.Union) and isinstance(p, sympy.Union):
-    return _unordered_equal(g.args, p.args, depth)
+    return _unordered_equal(_union_parts(g), _union_parts(p), depth)
   if isinstance(g, sympy.Set) or isinstance(p, sympy.Set):
     try:
       return bool(g == p)
@@ -370,6 +346,67 @@ def _variants(obj, *, percent: bool, degrees: bool):
   if degrees and isinstance(obj, sympy.Expr) and obj.has(sympy.pi):
     out.append(obj * 180 / sympy.pi)
   return out
+
+
+def _parse_item(text: str):
+  """Normalises and parses one structure entry; None when it cannot be parsed (or is too expensive)."""
+  from ngrpo_jax.grading import normalize  # pylint: disable=import-outside-toplevel
+  n = normalize.normalize_answer(text)
+  if guard(n.text) is not None:
+    return None
+  try:
+    obj = parse(n.text)
+  except Exception:  # pylint: disable=broad-except
+    return None
+  return _variants(obj, percent=n.percent, degrees=False)[-1] if n.percent else obj
+
+
+def _item_equal(g_text: str, p_text: str, cache: dict, depth: int = 0) -> bool:
+  """Equality of two structure entries; nested structures are compared entry by entry (parsing small
+  scalars is much faster than parsing a whole tuple), parses are cached per call."""
+  from ngrpo_jax.grading import normalize  # pylint: disable=import-outside-toplevel
+  from ngrpo_jax.grading import structure  # pylint: disable=import-outside-toplevel
+  if depth < 3:
+    gs = structure.parse_structure(normalize.normalize_answer(g_text).text)
+    ps = structure.parse_structure(normalize.normalize_answer(p_text).text)
+    if gs is not None and ps is not None:
+      verdict = structure.compare(gs, ps)
+      if isinstance(verdict, bool):
+        return verdict
+      return _pending_equal(verdict, cache, depth + 1)
+  for text in (g_text, p_text):
+    if text not in cache:
+      cache[text] = _parse_item(text)
+  g, p = cache[g_text], cache[p_text]
+  return g is not None and p is not None and bool(objects_equal(g, p))
+
+
+def _pending_equal(task, cache: dict, depth: int = 0) -> bool:
+  from ngrpo_jax.grading import structure  # pylint: disable=import-outside-toplevel
+  kind, pairs, g_items, p_items = task
+  if kind == "ordered":
+    return all(_item_equal(g, p, cache, depth) for g, p in pairs)
+  if len(g_items) != len(p_items):
+    return False
+  table = [[_item_equal(g, p, cache, depth) for p in p_items] for g in g_items]
+  return bool(structure._matching(table))  # pylint: disable=protected-access
+
+
+def compare_pending(task) -> Tuple[bool, str]:
+  """Symbolic stage of a structural comparison (``structure.compare``'s pending task). Never raises.
+
+  ``("ordered", pairs, (), ())``: every (gold entry, predicted entry) pair must be equal;
+  ``("unordered", (), gold_items, pred_items)``: a one-to-one matching of equal entries must exist.
+  """
+  try:
+    verdict = _pending_equal(task, {})
+    if task[0] == "ordered":
+      return verdict, "structure entries match" if verdict else "structure entry differs or does not parse"
+    return verdict, "list entries match in some order" if verdict else "list entries differ"
+  except RecursionError:
+    return False, "recursion limit"
+  except Exception as e:  # pylint: disable=broad-except
+    return False, f"comparison failed: {type(e).__name__}"
 
 
 def compare_texts(gold: str, pred: str, gold_percent: bool = False, pred_percent: bool = False,

@@ -80,6 +80,8 @@ class ExperimentConfig:
   ``sharding.make_mesh`` spec (``"data=2,fsdp=2,tensor=2"``; None: a single device).
   ``learner`` (``update.UpdateConfig``): how a rollout batch becomes optimiser steps (not called ``update``:
   that is a method of ``ConfigDict``, so ``--config.update.x`` could not reach it).
+  ``grading_backend``: the answer checker of rewards and evaluations by name (``grading.get_backend``):
+  ``"sympy"`` (ours) or ``"math_verify"``.
   ``compile_warmup_steps``: the first RL steps of an invocation whose XLA compilations are expected; the
   summary's ``rl_breakdown.compiles.after_warmup`` counts the rest (recompilations).
   """
@@ -99,6 +101,7 @@ class ExperimentConfig:
   keep_checkpoints: int = 2
   group_grad_norm_every: int = 10
   grading_workers: int = 2
+  grading_backend: str = "sympy"
   export_hf: bool = True
   tensorboard: bool = True
   time_budget_s: Optional[float] = None

@@ -23,6 +23,7 @@ evaluations, the summary and the HF export.
 """
 import collections
 import dataclasses
+import functools
 import json
 import pathlib
 import sys
@@ -128,15 +129,17 @@ def _setup(cfg, workdir: pathlib.Path, stream, grade_fn) -> Run:
   say(f"[setup] model: {n_params / 1e6:.2f}M params, vocab {model_config.vocab_size}; data: "
       f"{len(data['sft'])} warm-start examples, {len(data['rl'])} RL prompts, {len(data['eval'])} held-out")
   pool = grading.WorkerPool(cfg.grading_workers) if grade_fn is None and cfg.grading_workers > 0 else None
+  grading.get_backend(cfg.grading_backend)         # an unknown backend fails before the warm-start
   if grade_fn is None:
-    grade_fn = grading.Grader(require_boxed=True, pool=pool) if pool is not None else _inprocess_grader
+    grade_fn = grading.Grader(require_boxed=True, pool=pool, backend=cfg.grading_backend) if pool is not None \
+        else functools.partial(_inprocess_grader, grading.get_backend(cfg.grading_backend))
   return Run(cfg, workdir, say, writer, ckpt, config_dict, mesh, tokenizer, model_config, init_params, data,
              grade_fn, pool=pool)
 
 
-def _inprocess_grader(golds, responses):
-  """Grades in this process (``grading_workers=0``): the cheap stages here, the symbolic one in the default pool."""
-  return [grading.check(g, r, require_boxed=True) for g, r in zip(golds, responses)]
+def _inprocess_grader(check, golds, responses):
+  """Grades in this process (``grading_workers=0``) with a backend's ``check``."""
+  return [check(g, r, require_boxed=True) for g, r in zip(golds, responses)]
 
 
 # ----------------------------------------------------------------------------------------------------------
