@@ -124,6 +124,8 @@ def test_config_validation_errors_name_the_field():
     config.from_dict({**config.to_dict(base), "rollout": {**config.to_dict(base.rollout), "grup_size": 4}})
   with pytest.raises(ValueError, match="divisible"):
     config.validate_config(dataclasses.replace(base, learner=update.UpdateConfig(num_minibatches=3)))
+  with pytest.raises(ValueError, match="unknown grading backend 'nope'"):
+    config.validate_config(dataclasses.replace(base, grading_backend="nope"))
   with pytest.raises(ValueError, match="overlong_buffer"):
     config.validate_config(dataclasses.replace(base, reward=grading.RewardConfig(overlong_buffer=64)))
 

@@ -181,6 +181,7 @@ def validate_config(cfg: ExperimentConfig) -> algorithms_lib.Algorithm:
   algo = cfg.algorithm
   if not isinstance(algo, algorithms_lib.Algorithm):
     raise TypeError(f"algorithm must be an algorithms.Algorithm, got {type(algo).__name__}")
+  grading.get_backend(cfg.grading_backend)          # an unknown backend fails here, naming the known ones
   if cfg.reward.overlong_buffer >= cfg.rollout.max_new_tokens:
     raise ValueError(f"reward.overlong_buffer ({cfg.reward.overlong_buffer}) must be smaller than "
                      f"rollout.max_new_tokens ({cfg.rollout.max_new_tokens})")

@@ -129,7 +129,6 @@ def _setup(cfg, workdir: pathlib.Path, stream, grade_fn) -> Run:
   say(f"[setup] model: {n_params / 1e6:.2f}M params, vocab {model_config.vocab_size}; data: "
       f"{len(data['sft'])} warm-start examples, {len(data['rl'])} RL prompts, {len(data['eval'])} held-out")
   pool = grading.WorkerPool(cfg.grading_workers) if grade_fn is None and cfg.grading_workers > 0 else None
-  grading.get_backend(cfg.grading_backend)         # an unknown backend fails before the warm-start
   if grade_fn is None:
     grade_fn = grading.Grader(require_boxed=True, pool=pool, backend=cfg.grading_backend) if pool is not None \
         else functools.partial(_inprocess_grader, grading.get_backend(cfg.grading_backend))
