@@ -171,15 +171,8 @@ def incomplete_reason(answer: str) -> Optional[str]:
   if not isinstance(answer, str):
     return "not a string"
   s = strip_surplus_braces(answer)
-  depth = 0
-  opens = closes = 0
-  dollars = 0
-  i, n = 0, len(s)
-  while i < n:
-    c = s[i]
-    if c == "\\":
-      i += 2
-      continue
+  depth = opens = closes = dollars = 0
+  for _, c in _unescaped(s):
     if c == "{":
       depth += 1
     elif c == "}":
@@ -192,7 +185,6 @@ def incomplete_reason(answer: str) -> Optional[str]:
       closes += 1
     elif c == "$":
       dollars += 1
-    i += 1
   if depth > 0:
     return "a brace never closes"
   if s.count("\\{") != s.count("\\}"):
@@ -208,16 +200,21 @@ def incomplete_reason(answer: str) -> Optional[str]:
   return None
 
 
-def strip_surplus_braces(answer: str) -> str:
-  """Removes closing braces at the end of ``answer`` that close nothing (``5}`` -> ``5``)."""
-  depth = 0
-  i, n = 0, len(answer)
-  cut = None
+def _unescaped(s: str):
+  """(index, character) of every character of ``s`` that no backslash escapes (``\\x`` skips both)."""
+  i, n = 0, len(s)
   while i < n:
-    c = answer[i]
-    if c == "\\":
+    if s[i] == "\\":
       i += 2
       continue
+    yield i, s[i]
+    i += 1
+
+
+def strip_surplus_braces(answer: str) -> str:
+  """Removes closing braces at the end of ``answer`` that close nothing (``5}`` -> ``5``)."""
+  depth, cut = 0, None
+  for i, c in _unescaped(answer):
     if c == "{":
       depth += 1
     elif c == "}":
@@ -225,7 +222,6 @@ def strip_surplus_braces(answer: str) -> str:
       if depth < 0:
         cut = i
         break
-    i += 1
   if cut is not None and not answer[cut:].strip().strip("}").strip():
     return answer[:cut].rstrip()
   return answer
