@@ -35,6 +35,8 @@ import numpy as np
 MAX_DIGITS = 30
 TRAIN = "train"
 TEST = "test"
+VALIDATION = "validation"
+SPLITS = (TRAIN, TEST, VALIDATION)
 _HASH_BUCKETS = 1_000_000
 
 
@@ -90,23 +92,32 @@ def count_carries(a: int, b: int) -> int:
   return carries
 
 
-def split_of(a: int, b: int, heldout_fraction: float = 0.1) -> str:
-  """The split (``"train"`` or ``"test"``) a problem belongs to, fixed by a hash of {a, b}.
+def split_of(a: int, b: int, heldout_fraction: float = 0.1, validation_fraction: float = 0.0) -> str:
+  """The split (``"train"``, ``"test"`` or ``"validation"``) a problem belongs to, fixed by a hash of {a, b}.
 
-  split = "test" iff SHA-256("min(a,b)+max(a,b)") mod 10^6 < heldout_fraction · 10^6.
+  With u = (SHA-256("min(a,b)+max(a,b)") mod 10^6) / 10^6: "test" iff u < heldout_fraction, "validation"
+  iff heldout_fraction ≤ u < heldout_fraction + validation_fraction, else "train". The test split does not
+  depend on ``validation_fraction``; a validation split (for tuning) is carved out of the train split.
 
   Args:
     a: first operand (non-negative int).
     b: second operand (non-negative int).
-    heldout_fraction: share of all operand pairs in the held-out split, in [0, 1].
+    heldout_fraction: share of all operand pairs in the held-out (test) split, in [0, 1].
+    validation_fraction: share in the validation split, in [0, 1 − heldout_fraction] (default 0: none).
 
   Returns:
-    ``"train"`` or ``"test"``.
+    ``"train"``, ``"test"`` or ``"validation"``.
   """
   _check_fraction(heldout_fraction)
+  _check_fraction(validation_fraction, "validation_fraction")
+  if heldout_fraction + validation_fraction > 1.0:
+    raise ValueError(f"heldout_fraction + validation_fraction must be <= 1, got {heldout_fraction} + "
+                     f"{validation_fraction}")
   key = f"{min(a, b)}+{max(a, b)}".encode()
   bucket = int.from_bytes(hashlib.sha256(key).digest()[:8], "big") % _HASH_BUCKETS
-  return TEST if bucket < heldout_fraction * _HASH_BUCKETS else TRAIN
+  if bucket < heldout_fraction * _HASH_BUCKETS:
+    return TEST
+  return VALIDATION if bucket < (heldout_fraction + validation_fraction) * _HASH_BUCKETS else TRAIN
 
 
 def make_problem(rng: np.random.Generator, difficulty: float) -> dict:
@@ -145,8 +156,8 @@ def make_problem(rng: np.random.Generator, difficulty: float) -> dict:
 
 
 def make_dataset(seed: int, n: int, difficulty_range: Sequence[float] = (1.0, 4.0), *,
-                 split: str = TRAIN, heldout_fraction: float = 0.1, unique: bool = False,
-                 max_tries_per_problem: int = 1000) -> list[dict]:
+                 split: str = TRAIN, heldout_fraction: float = 0.1, validation_fraction: float = 0.0,
+                 unique: bool = False, max_tries_per_problem: int = 1000) -> list[dict]:
   """Generates ``n`` problems of one split with difficulties ~ Uniform[lo, hi].
 
   Problems whose ``split_of`` differs from ``split`` are rejected and redrawn, so the train and
@@ -157,8 +168,9 @@ def make_dataset(seed: int, n: int, difficulty_range: Sequence[float] = (1.0, 4.
     n: number of problems (≥ 0).
     difficulty_range: (lo, hi) with 1 ≤ lo ≤ hi ≤ MAX_DIGITS; each problem draws
       d ~ Uniform[lo, hi] and calls ``make_problem``.
-    split: ``"train"`` or ``"test"``.
+    split: ``"train"``, ``"test"`` or ``"validation"`` (the last needs ``validation_fraction`` > 0).
     heldout_fraction: share of operand pairs that belong to ``"test"`` (default 0.1).
+    validation_fraction: share that belongs to ``"validation"`` (default 0; see ``split_of``).
     unique: reject problems already in the dataset (for evaluation sets). Raises ValueError when
       the range holds too few problems.
     max_tries_per_problem: bound on redraws per record before giving up with a ValueError.
@@ -169,8 +181,10 @@ def make_dataset(seed: int, n: int, difficulty_range: Sequence[float] = (1.0, 4.
   """
   if not isinstance(n, (int, np.integer)) or n < 0:
     raise ValueError(f"n must be a non-negative int, got {n!r}")
-  if split not in (TRAIN, TEST):
-    raise ValueError(f"split must be {TRAIN!r} or {TEST!r}, got {split!r}")
+  if split not in SPLITS:
+    raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+  if split == VALIDATION and not validation_fraction > 0:
+    raise ValueError(f"split={VALIDATION!r} needs validation_fraction > 0, got {validation_fraction!r}")
   _check_fraction(heldout_fraction)
   if len(difficulty_range) != 2:
     raise ValueError(f"difficulty_range must be (lo, hi), got {difficulty_range!r}")
@@ -184,7 +198,7 @@ def make_dataset(seed: int, n: int, difficulty_range: Sequence[float] = (1.0, 4.
     for _ in range(max_tries_per_problem):
       record = make_problem(rng, rng.uniform(lo, hi) if hi > lo else lo)
       a, b = record["operands"]
-      if split_of(a, b, heldout_fraction) != split:
+      if split_of(a, b, heldout_fraction, validation_fraction) != split:
         continue
       if unique and (a, b) in seen:
         continue
@@ -221,6 +235,6 @@ def _check_difficulty(name, value) -> float:
   return d
 
 
-def _check_fraction(value):
+def _check_fraction(value, name="heldout_fraction"):
   if not 0.0 <= value <= 1.0:
-    raise ValueError(f"heldout_fraction must be in [0, 1], got {value!r}")
+    raise ValueError(f"{name} must be in [0, 1], got {value!r}")

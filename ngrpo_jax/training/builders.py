@@ -21,9 +21,14 @@ from ngrpo_jax.training import update as update_lib
 ModelSpec, TaskSpec = config_lib.ModelSpec, config_lib.TaskSpec
 
 
-def build_tokenizer(spec: ModelSpec):
-  """The checkpoint's tokenizer (``init_from``) or the synthetic task's character tokenizer."""
-  return models.load_tokenizer(spec.init_from) if spec.init_from else tokenizer_lib.build_tokenizer()
+def build_tokenizer(spec: ModelSpec, task: TaskSpec = None):
+  """The synthetic task's character tokenizer for the synthetic task (a model trained on it, from scratch or
+  ``init_from``, reads that vocabulary), else the checkpoint's tokenizer (``init_from``)."""
+  if (task is None or task.kind == "synthetic") and (task is not None or not spec.init_from):
+    return tokenizer_lib.build_tokenizer()
+  if not spec.init_from:
+    raise ValueError(f"task.kind={task.kind!r} needs model.init_from (a Hugging Face checkpoint directory)")
+  return models.load_tokenizer(spec.init_from)
 
 
 def _dtype(name):
@@ -33,7 +38,11 @@ def _dtype(name):
 def build_model(spec: ModelSpec, tokenizer, seed: int):
   """(model_config, params): loaded from ``spec.init_from`` or created from scratch for ``tokenizer``."""
   if spec.init_from:
-    return models.load_pretrained(spec.init_from, compute_dtype=_dtype(spec.dtype))
+    cfg, params = models.load_pretrained(spec.init_from, compute_dtype=_dtype(spec.dtype))
+    if cfg.vocab_size < len(tokenizer):
+      raise ValueError(f"model.init_from={spec.init_from!r} has vocab_size {cfg.vocab_size} but the tokenizer "
+                       f"has {len(tokenizer)} tokens")
+    return cfg, params
   cfg = models.Qwen2Config(
       vocab_size=len(tokenizer), hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
       num_hidden_layers=spec.num_hidden_layers, num_attention_heads=spec.num_attention_heads,
@@ -44,8 +53,9 @@ def build_model(spec: ModelSpec, tokenizer, seed: int):
 
 
 def build_data(task: TaskSpec, tokenizer, seed: int) -> dict:
-  """Tokenized pools: ``sft`` (prompt_ids, completion_ids), ``rl`` (prompt_ids, answer) and ``eval``
-  (id, problem, prompt_ids, answer)."""
+  """Tokenized pools: ``sft`` (prompt_ids, completion_ids), ``rl`` (prompt_ids, problem, answer) and ``eval``
+  (id, problem, prompt_ids, answer). Synthetic pools come from ``task.data_seed`` (else ``seed``); the eval
+  pool from ``task.eval_split``."""
 
   def encode(text):
     return tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -55,10 +65,12 @@ def build_data(task: TaskSpec, tokenizer, seed: int) -> dict:
 
   out = {}
   if task.kind == "synthetic":
-    sft = synthetic.make_dataset(seed * 1000 + 1, task.num_sft_examples, task.sft_difficulty)
-    rl = synthetic.make_dataset(seed * 1000 + 2, task.num_rl_prompts, task.rl_difficulty)
+    seed = seed if task.data_seed is None else task.data_seed
+    splits = {"validation_fraction": task.validation_fraction}
+    sft = synthetic.make_dataset(seed * 1000 + 1, task.num_sft_examples, task.sft_difficulty, **splits)
+    rl = synthetic.make_dataset(seed * 1000 + 2, task.num_rl_prompts, task.rl_difficulty, **splits)
     ev = synthetic.make_dataset(seed * 1000 + 3, task.num_eval_problems, task.eval_difficulty,
-                                split=synthetic.TEST, unique=True)
+                                split=task.eval_split, unique=True, **splits)
     out["sft"] = [{"prompt_ids": prompt_ids(p["problem"]),
                    "completion_ids": encode(prompts_lib.completion_text(p["solution"], tokenizer))} for p in sft]
   elif task.kind == "jsonl":
@@ -69,7 +81,7 @@ def build_data(task: TaskSpec, tokenizer, seed: int) -> dict:
     out["sft"] = []
   else:
     raise ValueError(f"task.kind must be 'synthetic' or 'jsonl', got {task.kind!r}")
-  out["rl"] = [{"prompt_ids": prompt_ids(p["problem"]), "answer": str(p["answer"]),
+  out["rl"] = [{"prompt_ids": prompt_ids(p["problem"]), "problem": p["problem"], "answer": str(p["answer"]),
                 "difficulty": p.get("difficulty")} for p in rl]
   out["eval"] = [{"id": str(p.get("id", f"eval-{i}")), "problem": p["problem"],
                   "prompt_ids": prompt_ids(p["problem"]), "answer": str(p["answer"]),

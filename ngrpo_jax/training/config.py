@@ -48,6 +48,11 @@ class TaskSpec:
     sft_difficulty, rl_difficulty, eval_difficulty: synthetic difficulty ranges (digits of the longer
       operand, smooth): the warm-start sees easier problems than RL, so long problems are under-trained.
     num_sft_examples, num_rl_prompts, num_eval_problems: pool sizes.
+    data_seed: synthetic datasets are generated from this seed instead of the run's ``seed`` (a study's
+      seeds then share one test set and one RL pool, and differ in prompt order and sampling only).
+    validation_fraction: share of synthetic operand pairs held out as a validation split (for tuning),
+      carved out of the train split (``synthetic.split_of``); 0 = none.
+    eval_split: the split the held-out problems come from: ``"test"`` or ``"validation"``.
   """
   kind: str = "synthetic"
   train_path: Optional[str] = None
@@ -59,16 +64,32 @@ class TaskSpec:
   num_sft_examples: int = 4000
   num_rl_prompts: int = 2000
   num_eval_problems: int = 64
+  data_seed: Optional[int] = None
+  validation_fraction: float = 0.0
+  eval_split: str = "test"
+
+  def __post_init__(self):
+    if self.eval_split not in ("test", "validation"):
+      raise ValueError(f"task.eval_split must be 'test' or 'validation', got {self.eval_split!r}")
+    if not 0.0 <= self.validation_fraction < 0.9:
+      raise ValueError(f"task.validation_fraction must be in [0, 0.9), got {self.validation_fraction!r}")
+    if self.eval_split == "validation" and not self.validation_fraction > 0:
+      raise ValueError("task.eval_split='validation' needs task.validation_fraction > 0")
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalSpec:
-  """Held-out evaluation: ``num_samples`` per problem at ``temperature`` / ``top_p`` (paper: 256, 0.6, 0.95)."""
+  """Held-out evaluation: ``num_samples`` per problem at ``temperature`` / ``top_p`` (paper: 256, 0.6, 0.95).
+
+  ``before=False`` skips the evaluation of the starting policy (a study evaluates its shared warm-start
+  once); the summary's ``before`` and ``gain`` are then None.
+  """
   num_samples: int = 16
   temperature: float = 0.6
   top_p: float = 0.95
   max_new_tokens: Optional[int] = None
   batch_problems: int = 32
+  before: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,6 +6,8 @@ workdir:
 
   <workdir>/config.json           the resolved config (``config.to_dict``; the algorithm by names)
   <workdir>/metrics.jsonl, tb/    per-step metrics (console line too)
+  <workdir>/groups.jsonl          per RL step, every drawn group: its problem (index in the RL pool) and its
+                                  number of correct responses (``{"step", "problems", "correct"}``)
   <workdir>/checkpoints/          orbax train states (keep-last-N); a rerun resumes from the latest
   <workdir>/eval_before.json      held-out evaluation of the warm-started policy (``evaluation.evaluate``'s
                                   summary: pass@k for every k ≤ N, AUC, bootstrap CIs, per-problem counts)
@@ -84,7 +86,7 @@ def run(cfg: config_lib.ExperimentConfig, workdir, *, log_stream=None, grade_fn=
   """
   r = _setup(cfg, pathlib.Path(workdir), log_stream or sys.stdout, grade_fn)
   state, optimizer, schedule, state_sh = _initial_state(r)
-  before = heldout.evaluate_policy(r, state, "before")
+  before = heldout.evaluate_policy(r, state, "before") if cfg.eval.before else None
   state, rl_breakdown = _train(r, state, optimizer, schedule, state_sh)
   after = heldout.evaluate_policy(r, state, "after")
   return _finish(r, state, before, after, rl_breakdown)
@@ -120,7 +122,7 @@ def _setup(cfg, workdir: pathlib.Path, stream, grade_fn) -> Run:
       f"aggregation={algo.aggregation}) → {workdir}" + (
           f"; mesh {sharding.mesh_sizes(mesh)} over {jax.device_count()} devices, {jax.process_count()} "
           f"process(es)" if mesh is not None else ""))
-  tokenizer = builders.build_tokenizer(cfg.model)
+  tokenizer = builders.build_tokenizer(cfg.model, cfg.task)
   model_config, init_params = builders.build_model(cfg.model, tokenizer, cfg.seed)
   if mesh is not None:
     sharding.validate_mesh_for_config(model_config, mesh)
@@ -192,6 +194,8 @@ def _train(r: Run, state, optimizer, schedule, state_sh):
                                           state_shardings=state_sh)
   parts = builders.make_step_parts(cfg, r.model_config, r.tokenizer, r.data, r.grader, train_step=train_step,
                                    place=lambda b: place_batch(b, r.mesh), diagnose=_diagnose(r, algo))
+  groups_log = _GroupsLog(r.workdir / "groups.jsonl") if sharding.is_main_process() else None
+  parts.record = groups_log
   t_rl, rl_time = time.perf_counter(), r.timings.get("rl", 0.0)
   phase_time = {f"rl_{k}": r.timings.get(f"rl_{k}", 0.0) for k in PHASES}
   steps_breakdown = breakdown_lib.BreakdownAccumulator(cfg.compile_warmup_steps)
@@ -208,6 +212,8 @@ def _train(r: Run, state, optimizer, schedule, state_sh):
         r.say(f"[rl] time budget {cfg.time_budget_s}s reached at step {int(state.step)}; stopping RL early")
         break
       c0, t0, step = compiles.count, time.perf_counter(), int(state.step)
+      if groups_log is not None:
+        groups_log.step = step + 1
       state, m = step_lib.rl_step(state, parts, lookahead=min(recent_draws, default=1))
       recent_draws.append(int(m["sampling/draws"]))
       m.update({"time/step": time.perf_counter() - t0, "compiles/step": compiles.count - c0,
@@ -220,10 +226,28 @@ def _train(r: Run, state, optimizer, schedule, state_sh):
         r.timings.update(phase_time, rl=rl_time + time.perf_counter() - t_rl)
         r.ckpt.save(state, r.config_dict, extra={"timings": r.timings})
   r.timings.update(phase_time, rl=rl_time + time.perf_counter() - t_rl)
+  if groups_log is not None:
+    groups_log.close()
   rl_breakdown = steps_breakdown.summary()
   if steps_breakdown.steps:
     r.say(breakdown_lib.format_summary(rl_breakdown))
   return state, rl_breakdown
+
+
+class _GroupsLog:
+  """``StepParts.record`` writing ``groups.jsonl`` (a resumed run appends; readers keep a step's last line)."""
+
+  def __init__(self, path):
+    self.step = 0
+    self._file = open(path, "a", encoding="utf-8")
+
+  def __call__(self, problems, correct):
+    self._file.write(json.dumps({"step": self.step, "problems": [int(i) for i in problems],
+                                 "correct": [int(c) for c in correct]}) + "\n")
+    self._file.flush()
+
+  def close(self):
+    self._file.close()
 
 
 def _diagnose(r: Run, algo):
@@ -272,24 +296,29 @@ def _finish(r: Run, state, before: dict, after: dict, rl_breakdown: dict) -> dic
   summary = {
       "algorithm": r.cfg.algorithm.to_dict(), "rl_steps_done": int(state.step), "params_millions": n_params / 1e6,
       "mesh": None if r.mesh is None else sharding.mesh_sizes(r.mesh),
-      "before": {k: v for k, v in before.items() if k not in drop},
+      "before": None if before is None else {k: v for k, v in before.items() if k not in drop},
       "after": {k: v for k, v in after.items() if k not in drop},
-      "gain": heldout.summary_gain(before, after),
+      "gain": None if before is None else heldout.summary_gain(before, after),
       "timings_s": {**r.timings, "total_this_invocation": time.perf_counter() - r.t_start},
       "rl_breakdown": rl_breakdown,
   }
   if main:
     checkpoint_lib.write_json(r.workdir / "summary.json", summary)
   n = after["max_k"]
-  r.say(f"[done] pass@1 {before['pass_at_k']['1']:.1f}% → {after['pass_at_k']['1']:.1f}%; "
-        f"pass@{n} {before['pass_at_k'][str(n)]:.1f}% → {after['pass_at_k'][str(n)]:.1f}%; never-solved "
-        f"{before['never_solved_share']:.1f}% → {after['never_solved_share']:.1f}%; times "
+  b = before or {"pass_at_k": {}}
+  r.say(f"[done] pass@1 {_arrow(b['pass_at_k'].get('1'), after['pass_at_k']['1'])}; pass@{n} "
+        f"{_arrow(b['pass_at_k'].get(str(n)), after['pass_at_k'][str(n)])}; never-solved "
+        f"{_arrow(b.get('never_solved_share'), after['never_solved_share'])}; times "
         + ", ".join(f"{k} {v:.0f}s" for k, v in summary["timings_s"].items()))
   r.writer.close()
   r.ckpt.close()
   if r.pool is not None:
     r.pool.close()
   return summary
+
+
+def _arrow(before, after) -> str:
+  return f"{after:.1f}%" if before is None else f"{before:.1f}% → {after:.1f}%"
 
 
 class _NullWriter:

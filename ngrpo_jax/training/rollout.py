@@ -96,12 +96,13 @@ class PromptStream:
       self._perms[epoch] = np.random.default_rng([self.seed, epoch]).permutation(len(self.problems))
     return self._perms[epoch]
 
+  def index(self, position: int) -> int:
+    """The pool index of the problem at stream ``position``."""
+    epoch, i = divmod(int(position), len(self.problems))
+    return int(self._perm(epoch)[i])
+
   def take(self, position: int, n: int) -> list:
-    out = []
-    for pos in range(int(position), int(position) + n):
-      epoch, i = divmod(pos, len(self.problems))
-      out.append(self.problems[int(self._perm(epoch)[i])])
-    return out
+    return [self.problems[self.index(pos)] for pos in range(int(position), int(position) + n)]
 
 
 @dataclasses.dataclass(frozen=True)

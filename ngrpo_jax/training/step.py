@@ -37,6 +37,8 @@ class StepParts:
     diagnose: optional ``(state, inputs, step) -> metrics`` run before the update (gradient norms by kind).
     pad_id, eos_ids, format_token_ids: token ids (padding; end-token and answer-scaffold probabilities).
     update_epochs: passes of the train step over the batch (``tokens_per_sec/update`` counts every pass).
+    record: optional ``(problem_indices int[M], correct_counts int[M]) -> None`` called with every group the
+      step drew and graded (kept or filtered; pool indices of ``stream``) — per-problem learning curves.
   """
   sample: Callable
   grade: Callable
@@ -55,6 +57,7 @@ class StepParts:
   eos_ids: Sequence[int] = ()
   format_token_ids: Sequence[int] = ()
   update_epochs: int = 1
+  record: Optional[Callable] = None
 
 
 def rl_step(state: state_lib.TrainState, parts: StepParts, lookahead: int = 1):
@@ -68,6 +71,11 @@ def rl_step(state: state_lib.TrainState, parts: StepParts, lookahead: int = 1):
       int(state.data_position), key, cfg=parts.rollout, reward=parts.reward, pad_id=parts.pad_id, stats=stats,
       max_draws=parts.max_draws, lookahead=min(lookahead, parts.max_draws))
   groups = rollout_lib.fill(draws, parts.keep, n, stats)                  # [n, G], padding groups invalid
+  if parts.record is not None:
+    seen = rollout_lib.concat(stats.seen)
+    first = int(state.data_position)
+    parts.record(np.array([parts.stream.index(first + i) for i in range(seen.num_groups)]),
+                 seen.correct.sum(-1))
   # Pack → score (old / reference log-probs, values) → advantages, all fixed-shape.
   batch = batch_lib.pack(groups, parts.rollout, parts.pad_id)
   batch = parts.score(state.params, state.ref_params, batch)
