@@ -114,6 +114,7 @@ def _smoke_run(workdir, pipeline, probe_on_rl_call=None):
 
 
 def test_smoke_run_no_recompiles_after_warmup_and_pipeline_is_bit_identical(tmp_path):
+  from experiments.configs import cpu  # pylint: disable=g-import-not-at-top
   from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
   seq, seq_rows, seq_log = _smoke_run(tmp_path / "seq", pipeline=False)
   pipe, pipe_rows, _ = _smoke_run(tmp_path / "pipe", pipeline=True, probe_on_rl_call=4)
@@ -140,6 +141,20 @@ def test_smoke_run_no_recompiles_after_warmup_and_pipeline_is_bit_identical(tmp_
   for k in params_a:
     np.testing.assert_array_equal(params_a[k], params_b[k], err_msg=k)
   assert seq["after"]["pass_at_k"] == pipe["after"]["pass_at_k"]
+
+  # groups.jsonl: every drawn group of every step (filtered ones included), consistent with the step metrics.
+  groups = [json.loads(line) for line in (tmp_path / "seq" / "groups.jsonl").read_text().splitlines()]
+  assert [g["step"] for g in groups] == [r["step"] for r in seq_rows]
+  cfg = cpu.smoke()
+  for g, row in zip(groups, seq_rows):
+    assert len(g["problems"]) == len(g["correct"]) == row["sampling/draws"] * cfg.rollout.groups_per_batch
+    assert all(0 <= p < cfg.task.num_rl_prompts for p in g["problems"])
+    correct = np.asarray(g["correct"])
+    assert correct.sum() / (correct.size * cfg.rollout.group_size) == pytest.approx(row["accuracy"])
+    assert np.mean(correct == 0) == pytest.approx(row["groups/all_wrong_frac"])
+  # The first step draws the stream's first prompts: the seeded permutation of the pool.
+  first = np.random.default_rng([cfg.seed, 0]).permutation(cfg.task.num_rl_prompts)
+  assert groups[0]["problems"][:cfg.rollout.groups_per_batch] == first[:cfg.rollout.groups_per_batch].tolist()
 
   # The breakdown adds up: phases sum to the step time, shares to 1.
   b = pipe["rl_breakdown"]["all"]

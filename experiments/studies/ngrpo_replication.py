@@ -33,7 +33,7 @@ no tuning (each arm at the full study's candidate 1e-4), 64 test problems × 64 
 """
 import dataclasses
 
-from experiments import study as study_lib
+from experiments import study_runner as study_lib
 from ngrpo_jax.training import algorithms
 from ngrpo_jax.training import config
 from ngrpo_jax.training import objective
