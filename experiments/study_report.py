@@ -31,7 +31,8 @@ def load_results(study, workdir) -> dict:
   """``{"base": result | None, "tuning": {arm: {lr: auc}}, "runs": {arm: {seed: result}}}``."""
   from experiments import study_runner as study_lib  # pylint: disable=g-import-not-at-top
   workdir = pathlib.Path(workdir)
-  out = {"base": study_lib._read_result(study_lib.warm_start_dir(workdir)), "tuning": {}, "runs": {}}
+  out = {"base": study_lib._read_result(study_lib.warm_start_dir(workdir)), "tuning": {}, "runs": {},
+         "tuning_base": study_lib._read_result(study_lib.tune_base_dir(workdir))}
   for arm in study.arms:
     if study.tuning is not None and arm.learning_rates:
       scores = {}
@@ -536,15 +537,19 @@ def _markdown(study, res, table, verdicts, reg, cost, figures, study_spec) -> st
                    + " | ".join(fmt(*row["pass_at_k"][k], 1) if k in row["pass_at_k"] else "—" for k in ks)
                    + f" | {fmt(*row['auc'])} | {clip} |")
   if res["tuning"]:
-    lines += ["", "## Learning-rate tuning (validation split; Pass@k AUC)", "",
-              "| arm | " + " | ".join(f"lr {lr:g}" for lr in study.arms[0].learning_rates) + " | chosen |",
-              "|---|" + "---|" * (len(study.arms[0].learning_rates) + 1)]
+    grid = sorted({lr for a in study.arms for lr in a.learning_rates})
+    t = study.tuning
+    lines += ["", f"## Learning-rate tuning (validation split, {t.num_problems} problems × {t.num_samples} samples, "
+              f"{t.rl_steps} RL steps, seed {t.seed}; Pass@k AUC)", "",
+              "| arm | " + " | ".join(f"lr {lr:g}" for lr in grid) + " | chosen |", "|---|" + "---|" * (len(grid) + 1)]
+    if res.get("tuning_base") is not None:
+      lines.append(f"| base (no RL) | " + " | ".join("" for _ in grid) + f" | AUC {res['tuning_base']['eval']['auc']:.2f} |")
     for arm, scores in res["tuning"].items():
-      best = min(scores, key=lambda lr: (-round(scores[lr], 6), lr)) if len(scores) == len(
-          study.arm(arm).learning_rates) else None
-      lines.append(f"| {arm} | " + " | ".join(f"{scores[lr]:.2f}" if lr in scores else "—"
-                                             for lr in study.arm(arm).learning_rates)
-                   + f" | {best if best is not None else '(unfinished)'} |")
+      lrs = study.arm(arm).learning_rates
+      best = min(scores, key=lambda lr: (-round(scores[lr], 6), lr)) if len(scores) == len(lrs) else None
+      edge = best is not None and best in (min(lrs), max(lrs))
+      lines.append(f"| {arm} | " + " | ".join(f"{scores[lr]:.2f}" if lr in scores else "—" for lr in grid)
+                   + f" | {'(unfinished)' if best is None else f'{best:g}' + (' (grid edge)' if edge else '')} |")
   if reg:
     obs = reg["observed_all_wrong_share_step1"]
     lines += ["", "## The regime (before RL)", "",

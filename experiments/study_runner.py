@@ -148,7 +148,8 @@ def arm_config(study: Study, workdir, arm: Arm, *, seed: int, learning_rate: flo
 
 def tuned_learning_rate(study: Study, workdir, arm: Arm) -> Optional[float]:
   """The rate the arm trains with: its tuning's winner, its ``lr_from`` arm's, or its algorithm's own.
-  None while the tuning runs it needs are not finished."""
+  None while the tuning runs it needs are not finished. (A winner at the edge of its grid is flagged by the
+  report; the study file should then extend the grid past it before any test run.)"""
   if arm.lr_from is not None:
     return tuned_learning_rate(study, workdir, study.arm(arm.lr_from))
   if not arm.learning_rates or study.tuning is None:
@@ -166,6 +167,10 @@ def tune_dir(workdir, arm_name: str, lr: float) -> pathlib.Path:
   return pathlib.Path(workdir) / "tune" / arm_name / f"lr{lr:g}"
 
 
+def tune_base_dir(workdir) -> pathlib.Path:
+  return pathlib.Path(workdir) / "tune" / "base"
+
+
 def run_dir(workdir, arm_name: str, seed: int) -> pathlib.Path:
   return pathlib.Path(workdir) / "runs" / arm_name / f"s{seed}"
 
@@ -179,6 +184,13 @@ def plan(study: Study, workdir, only: Optional[Sequence[str]] = None) -> list:
   runs = [PlannedRun("warm_start", warm_start_dir(workdir), config=study.warm_start,
                      pool_samples=study.pool_samples)]
   warm_done = runs[0].done
+  if study.tuning is not None and any(a.learning_rates for a in arms):
+    # The warm-start itself on the validation split (the tuning's reference: what no RL scores there).
+    runs.append(PlannedRun("tune", tune_base_dir(workdir), arm="base", seed=study.tuning.seed, learning_rate=0.0,
+                           config=dataclasses.replace(
+                               arm_config(study, workdir, arms[0], seed=study.tuning.seed,
+                                          learning_rate=arms[0].algorithm.learning_rate, tuning=True),
+                               rl_steps=0, name=f"{study.name}/base/tune") if warm_done else None))
   for arm in arms:
     if study.tuning is not None:
       for lr in arm.learning_rates:

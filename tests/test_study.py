@@ -168,12 +168,14 @@ def _write(directory, result):
 def test_plan_waits_for_dependencies_and_skips_finished_runs(tmp_path):
   study = _tiny_study()
   runs = study_lib.plan(study, tmp_path)
-  assert [r.kind for r in runs] == ["warm_start", "tune", "tune"] + ["main"] * 4
+  assert [r.kind for r in runs] == ["warm_start", "tune", "tune", "tune"] + ["main"] * 4
+  assert runs[1].arm == "base" and runs[1].directory == study_lib.tune_base_dir(tmp_path)
   assert all(r.config is None for r in runs[1:])                       # nothing before the warm-start
   _write(tmp_path / "warm_start", _result(50, kind="warm_start"))
   runs = study_lib.plan(study, tmp_path)
-  assert runs[0].done and all(r.config is not None for r in runs[1:3]) and all(r.config is None for r in runs[3:])
-  tune = runs[1].config
+  assert runs[0].done and all(r.config is not None for r in runs[1:4]) and all(r.config is None for r in runs[4:])
+  assert runs[1].config.rl_steps == 0 and runs[1].config.task.eval_split == "validation"   # the base reference
+  tune = runs[2].config
   assert tune.task.eval_split == "validation" and tune.rl_steps == 1 and tune.eval.num_samples == 2
   assert tune.model.init_from.endswith("warm_start/hf_export") and tune.sft.steps == 0
   _write(study_lib.tune_dir(tmp_path, "grpo", 1e-3), _result(40, kind="tune"))
@@ -186,7 +188,7 @@ def test_plan_waits_for_dependencies_and_skips_finished_runs(tmp_path):
   assert all(r.config.algorithm.learning_rate == 3e-3 and r.config.task.eval_split == "test" for r in mains)
   assert {r.config.seed for r in mains} == {0, 1}
   _write(mains[0].directory, _result(50))
-  assert sum(not r.done for r in study_lib.plan(study, tmp_path)) == 3
+  assert sum(not r.done for r in study_lib.plan(study, tmp_path)) == 4         # 3 main runs + the base reference
 
 
 def test_load_study_errors_name_the_problem(tmp_path):
@@ -230,7 +232,7 @@ def test_tiny_study_runs_resumes_and_reports(tmp_path):
   root = pathlib.Path(__file__).resolve().parent.parent
   first = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=root)
   assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-  assert first.stdout.count("[study] done") == 7, first.stdout
+  assert first.stdout.count("[study] done") == 8, first.stdout
   summary = json.loads((tmp_path / "w" / "results" / "study.json").read_text())
   assert set(summary["arms"]) == {"base", "grpo", "ngrpo"} and summary["arms"]["grpo"]["auc"][1] is not None
   result = json.loads((tmp_path / "w" / "runs" / "ngrpo" / "s1" / "result.json").read_text())
