@@ -124,7 +124,7 @@ def reduced() -> study_lib.Study:
   return study_lib.Study(
       name="ngrpo_replication_reduced",
       description=("REDUCED: 3 arms (GRPO, PSR-NSR, NGRPO) × 2 seeds, 24 RL steps, no learning-rate tuning "
-                   "(1e-4 for every arm), 64 test problems × 64 samples — a quick check of the pipeline and "
+                   "(3e-5 for every arm), 64 test problems × 64 samples — a quick check of the pipeline and "
                    "of the direction of the effects, not the study"),
       warm_start=warm_start(base), base=base, arms=chosen, seeds=(0, 1), tuning=None, pool_samples=16)
 
