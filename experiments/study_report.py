@@ -28,7 +28,8 @@ EQUIVALENCE_MARGIN = 1.0   # AUC points: "matches" means the CI of the differenc
 
 
 def load_results(study, workdir) -> dict:
-  """``{"base": result | None, "tuning": {arm: {lr: auc}}, "runs": {arm: {seed: result}}}``."""
+  """``{"base": result | None, "tuning": {arm: {lr: (criterion, auc, pass@1)}}, "tuning_base": result | None,
+  "runs": {arm: {seed: result}}}``."""
   from experiments import study_runner as study_lib  # pylint: disable=g-import-not-at-top
   workdir = pathlib.Path(workdir)
   out = {"base": study_lib._read_result(study_lib.warm_start_dir(workdir)), "tuning": {}, "runs": {},
@@ -39,7 +40,7 @@ def load_results(study, workdir) -> dict:
       for lr in arm.learning_rates:
         r = study_lib._read_result(study_lib.tune_dir(workdir, arm.name, lr))
         if r is not None:
-          scores[lr] = r["eval"]["auc"]
+          scores[lr] = (study.tuning.score(r), r["eval"]["auc"], r["eval"]["pass_at_k"]["1"])
       out["tuning"][arm.name] = scores
     for seed in study.seeds:
       r = study_lib._read_result(study_lib.run_dir(workdir, arm.name, seed))
@@ -540,15 +541,19 @@ def _markdown(study, res, table, verdicts, reg, cost, figures, study_spec) -> st
     grid = sorted({lr for a in study.arms for lr in a.learning_rates})
     t = study.tuning
     lines += ["", f"## Learning-rate tuning (validation split, {t.num_problems} problems × {t.num_samples} samples, "
-              f"{t.rl_steps} RL steps, seed {t.seed}; Pass@k AUC)", "",
+              f"{t.rl_steps} RL steps, seed {t.seed}; criterion: {t.criterion})", "",
+              "Each cell: validation Pass@k AUC / pass@1 (%).", "",
               "| arm | " + " | ".join(f"lr {lr:g}" for lr in grid) + " | chosen |", "|---|" + "---|" * (len(grid) + 1)]
     if res.get("tuning_base") is not None:
-      lines.append(f"| base (no RL) | " + " | ".join("" for _ in grid) + f" | AUC {res['tuning_base']['eval']['auc']:.2f} |")
+      ev = res["tuning_base"]["eval"]
+      lines.append("| base (no RL) | " + " | ".join("" for _ in grid)
+                   + f" | {ev['auc']:.2f} / {ev['pass_at_k']['1']:.2f} |")
     for arm, scores in res["tuning"].items():
       lrs = study.arm(arm).learning_rates
-      best = min(scores, key=lambda lr: (-round(scores[lr], 6), lr)) if len(scores) == len(lrs) else None
+      best = min(scores, key=lambda lr: (-round(scores[lr][0], 6), lr)) if len(scores) == len(lrs) else None
       edge = best is not None and best in (min(lrs), max(lrs))
-      lines.append(f"| {arm} | " + " | ".join(f"{scores[lr]:.2f}" if lr in scores else "—" for lr in grid)
+      lines.append(f"| {arm} | " + " | ".join(f"{scores[lr][1]:.2f} / {scores[lr][2]:.2f}" if lr in scores else "—"
+                                             for lr in grid)
                    + f" | {'(unfinished)' if best is None else f'{best:g}' + (' (grid edge)' if edge else '')} |")
   if reg:
     obs = reg["observed_all_wrong_share_step1"]

@@ -19,6 +19,9 @@ CURVE_KEYS = ("accuracy", "reward_mean", "policy_entropy", "groups/all_correct_f
               "parseable_frac", "response_len_mean", "sampling/draws", "time/step")
 
 
+TUNING_CRITERIA = {"auc": lambda ev: float(ev["auc"]), "pass@1": lambda ev: float(ev["pass_at_k"]["1"])}
+
+
 @dataclasses.dataclass(frozen=True)
 class Arm:
   """One row of the study.
@@ -41,11 +44,21 @@ class Arm:
 @dataclasses.dataclass(frozen=True)
 class Tuning:
   """The learning-rate search: every candidate of an arm trained ``rl_steps`` with seed ``seed`` and evaluated
-  on ``num_problems`` validation problems × ``num_samples``; the highest Pass@k AUC wins (ties: smaller rate)."""
+  on ``num_problems`` validation problems × ``num_samples``; the highest ``criterion`` wins (ties: the smaller
+  rate). ``criterion``: ``"auc"`` (the Pass@k AUC) or ``"pass@1"``."""
   rl_steps: int
   num_problems: int
   num_samples: int
   seed: int = 100
+  criterion: str = "auc"
+
+  def __post_init__(self):
+    if self.criterion not in TUNING_CRITERIA:
+      raise ValueError(f"Tuning.criterion must be one of {sorted(TUNING_CRITERIA)}, got {self.criterion!r}")
+
+  def score(self, result: dict) -> float:
+    """The criterion's value of a tuning run's ``result.json``."""
+    return TUNING_CRITERIA[self.criterion](result["eval"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,7 +172,7 @@ def tuned_learning_rate(study: Study, workdir, arm: Arm) -> Optional[float]:
     result = _read_result(tune_dir(workdir, arm.name, lr))
     if result is None:
       return None
-    scores[lr] = result["eval"]["auc"]
+    scores[lr] = study.tuning.score(result)
   return min(scores, key=lambda lr: (-round(scores[lr], 6), lr))
 
 
