@@ -245,3 +245,15 @@ def test_tiny_study_runs_resumes_and_reports(tmp_path):
                          timeout=300, cwd=root)
   assert again.returncode == 0 and "[study] start" not in again.stdout, again.stdout + again.stderr
   assert "OUTSIDE" not in again.stdout and "within" in again.stdout
+
+
+def test_tuning_criterion_chooses_by_pass_at_1_or_auc(tmp_path):
+  study = _tiny_study()
+  _write(tmp_path / "warm_start", _result(50, kind="warm_start"))
+  _write(study_lib.tune_dir(tmp_path, "grpo", 1e-3), _result(45, pass1=20, kind="tune"))   # higher AUC
+  _write(study_lib.tune_dir(tmp_path, "grpo", 3e-3), _result(40, pass1=25, kind="tune"))   # higher pass@1
+  assert study_lib.tuned_learning_rate(study, tmp_path, study.arm("grpo")) == 1e-3
+  by_pass1 = dataclasses.replace(study, tuning=dataclasses.replace(study.tuning, criterion="pass@1"))
+  assert study_lib.tuned_learning_rate(by_pass1, tmp_path, by_pass1.arm("grpo")) == 3e-3
+  with pytest.raises(ValueError, match="criterion"):
+    study_lib.Tuning(rl_steps=1, num_problems=1, num_samples=1, criterion="reward")
