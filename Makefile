@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all test-multidevice install install-test clean
+.PHONY: demo test test-all test-multidevice install install-test clean study-reduced
 
 $(VENV)/.runtime: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,3 +35,8 @@ test-all: $(VENV)/.test
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# The reduced NGRPO replication study (≤ 30 min on 2 cores), checked against its committed results.
+study-reduced: $(VENV)/.runtime
+	$(PY) -m experiments.study --study=experiments/studies/ngrpo_replication.py:reduced \
+	  --workdir=runs/replication_reduced --compare_to=docs/replication/reduced
