@@ -546,12 +546,16 @@ def _markdown(study, res, table, verdicts, reg, cost, figures, study_spec) -> st
               "| arm | " + " | ".join(f"lr {lr:g}" for lr in grid) + " | chosen |", "|---|" + "---|" * (len(grid) + 1)]
     if res.get("tuning_base") is not None:
       ev = res["tuning_base"]["eval"]
-      lines.append("| base (no RL) | " + " | ".join("" for _ in grid)
+      lines.append("| base (no RL, rate 0) | " + " | ".join("" for _ in grid)
                    + f" | {ev['auc']:.2f} / {ev['pass_at_k']['1']:.2f} |")
     for arm, scores in res["tuning"].items():
       lrs = study.arm(arm).learning_rates
       best = min(scores, key=lambda lr: (-round(scores[lr][0], 6), lr)) if len(scores) == len(lrs) else None
-      edge = best is not None and best in (min(lrs), max(lrs))
+      # A winner at the top of the grid is unbracketed; at the bottom it is bracketed by the base model (rate 0)
+      # when the base scores lower.
+      base_score = None if res.get("tuning_base") is None else study.tuning.score(res["tuning_base"])
+      edge = best is not None and (best == max(lrs) or best == min(lrs) and (
+          base_score is None or base_score >= scores[best][0]))
       lines.append(f"| {arm} | " + " | ".join(f"{scores[lr][1]:.2f} / {scores[lr][2]:.2f}" if lr in scores else "—"
                                              for lr in grid)
                    + f" | {'(unfinished)' if best is None else f'{best:g}' + (' (grid edge)' if edge else '')} |")
