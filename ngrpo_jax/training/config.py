@@ -217,6 +217,7 @@ def validate_config(cfg: ExperimentConfig) -> algorithms_lib.Algorithm:
 # resuming with any of them changed is refused with a message naming them.
 _RESUME_KEYS = ("model", "rollout.group_size", "rollout.groups_per_batch", "rollout.max_prompt_len",
                 "rollout.max_new_tokens", "train_state.value_head", "train_state.reference",
+                "train_state.controllers",
                 "optim.max_grad_norm=None")
 
 
@@ -239,7 +240,8 @@ def _resume_view(config: dict) -> dict:
 
 def state_structure(algo: algorithms_lib.Algorithm) -> dict:
   """What the algorithm adds to the train state (saved beside the config for the resume check)."""
-  return {"value_head": algo.uses_critic, "reference": algo.uses_reference}
+  return {"value_head": algo.uses_critic, "reference": algo.uses_reference,
+          "controllers": sorted(algo.initial_controllers()) or None}
 
 
 def check_resume_compatible(saved_config: dict, config: dict, where="") -> None:

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ngrpo_jax import controllers as controllers_lib
 from ngrpo_jax import grading
 from ngrpo_jax import sampling
 from ngrpo_jax import sharding
@@ -37,6 +38,7 @@ class StepParts:
     diagnose: optional ``(state, inputs, step) -> metrics`` run before the update (gradient norms by kind).
     pad_id, eos_ids, format_token_ids: token ids (padding; end-token and answer-scaffold probabilities).
     update_epochs: passes of the train step over the batch (``tokens_per_sec/update`` counts every pass).
+    algorithm: the algorithm (its controllers' settings; needed when ``TrainState.controllers`` is set).
   """
   sample: Callable
   grade: Callable
@@ -55,6 +57,7 @@ class StepParts:
   eos_ids: Sequence[int] = ()
   format_token_ids: Sequence[int] = ()
   update_epochs: int = 1
+  algorithm: Optional[object] = None
 
 
 def rl_step(state: state_lib.TrainState, parts: StepParts, lookahead: int = 1):
@@ -71,9 +74,17 @@ def rl_step(state: state_lib.TrainState, parts: StepParts, lookahead: int = 1):
   # Pack → score (old / reference log-probs, values) → advantages, all fixed-shape.
   batch = batch_lib.pack(groups, parts.rollout, parts.pad_id)
   batch = parts.score(state.params, state.ref_params, batch)
-  batch = parts.advantages(batch)
+  controllers = jax.device_get(state.controllers) if state.controllers is not None else None
+  batch = parts.advantages(batch, controllers)
   metrics = {**rollout_lib.draw_metrics(stats, groups),
              **batch_lib.diagnostics(batch, parts.eos_ids, parts.format_token_ids)}
+  # Adaptive coefficients (KL in the reward, entropy bonus): updated from this batch, used by this update.
+  if controllers:
+    controllers = update_controllers(parts.algorithm, controllers, batch, metrics)
+    metrics.update({f"controllers/{k}": float(v) for k, v in controllers.items()})
+    state = state.replace(controllers=jax.tree_util.tree_map(_like, {k: jnp.asarray(v, jnp.float32)
+                                                                      for k, v in controllers.items()},
+                                                             state.controllers))
   # Update.
   inputs = parts.place(batch_lib.train_inputs(batch))
   if parts.diagnose is not None:
@@ -88,6 +99,29 @@ def rl_step(state: state_lib.TrainState, parts: StepParts, lookahead: int = 1):
   metrics.update({"time/update": seconds, "data_position": position, "tokens_per_sec/update":
                   float(batch["attention_mask"].sum()) * parts.update_epochs / max(seconds, 1e-9)})
   return state, metrics
+
+
+def update_controllers(algo, controllers: dict, batch: dict, metrics: dict) -> dict:
+  """The controllers after this rollout batch (``TrainState.controllers``; pure, host-side):
+
+  * ``kl_coef`` (KL in the reward): ``controllers.adaptive_kl_coef`` with the batch's mean sequence KL
+    (``kl_in_reward/kl``) and its number of sequences, when ``algo.reward_kl_target`` is set (fixed otherwise);
+  * ``entropy_coef`` / ``entropy_coef_applied`` (``adaptive_entropy_bonus``): ``controllers.adaptive_entropy_coef``
+    with the rollout policy's mean token entropy (``policy_entropy``).
+  """
+  out = dict(controllers)
+  if "kl_coef" in out and algo.reward_kl_target is not None:
+    out["kl_coef"] = float(controllers_lib.adaptive_kl_coef(
+        out["kl_coef"], metrics.get("kl_in_reward/kl", 0.0), int(np.sum(batch["valid"])),
+        target=algo.reward_kl_target, horizon=algo.reward_kl_horizon))
+  term = algo.adaptive_entropy_term()
+  if term is not None and "policy_entropy" in metrics:
+    kw = dict(term.kwargs)
+    coef, applied = controllers_lib.adaptive_entropy_coef(
+        out["entropy_coef"], metrics["policy_entropy"], target=kw.get("target", 0.2), delta=kw.get("delta", 0.005),
+        coef_max=kw.get("coef_max", 1.0))
+    out.update(entropy_coef=float(coef), entropy_coef_applied=float(applied))
+  return out
 
 
 def _like(value, like):
