@@ -225,6 +225,51 @@ PRESETS: Mapping[str, Algorithm] = {
         objective=(_pg(0.2, 0.2), objective_lib.kl_term(0.001, "k3"), objective_lib.value_term(0.5, 0.2))),
 }
 
+# The methods of the last year as presets (docs/algorithms.md has the equations, papers and peers' option
+# names). Each is GRPO's recipe with the method's one change unless the paper changes more.
+_pg_only = (_pg(0.2, 0.2),)
+_term = lambda name, **kw: objective_lib.Term(name, 1.0, kw)
+PRESETS = {
+    **PRESETS,
+    # Advantage estimators / reward transforms.
+    "reinforce_pp": Algorithm(name="reinforce_pp", advantage="reinforce_pp", objective=_pg_only,
+                              aggregation="token_mean"),
+    "reinforce_pp_baseline": Algorithm(name="reinforce_pp_baseline", advantage="reinforce_pp_baseline",
+                                       objective=_pg_only, aggregation="token_mean"),
+    "lite_ppo": Algorithm(name="lite_ppo", advantage="grpo_batch_std", objective=_pg_only, aggregation="token_mean"),
+    "gdpo": Algorithm(name="gdpo", advantage="gdpo", objective=_pg_only),
+    "grpo_passk": Algorithm(name="grpo_passk", advantage="grpo_passk", objective=_pg_only),
+    "passk_training": Algorithm(name="passk_training", advantage="passk_training", advantage_kwargs={"k": 4},
+                                objective=_pg_only),
+    "pkpo": Algorithm(name="pkpo", advantage="pkpo", advantage_kwargs={"k": 4}, objective=_pg_only),
+    "unlikeliness": Algorithm(name="unlikeliness", advantage="unlikeliness", advantage_kwargs={"beta": 0.25},
+                              objective=_pg_only),
+    "lens": Algorithm(name="lens", advantage="lens", objective=_pg_only),
+    "rl_zvp": Algorithm(name="rl_zvp", advantage="rl_zvp", advantage_kwargs={"alpha": 0.1}, objective=_pg_only),
+    "gpg": Algorithm(name="gpg", advantage="gpg", objective=(_term("gpg"),), aggregation="token_mean"),
+    # Policy objectives (GRPO's advantage).
+    "gspo": Algorithm(name="gspo", objective=(_term("gspo", eps_low=3e-4, eps_high=4e-4),)),
+    "gspo_token": Algorithm(name="gspo_token", objective=(_term("gspo_token", eps_low=3e-4, eps_high=4e-4),)),
+    "gmpo": Algorithm(name="gmpo", objective=(_term("gmpo", eps_low=0.4, eps_high=0.4),)),
+    "cispo": Algorithm(name="cispo", objective=(_term("cispo", eps_high=0.28),), aggregation="token_mean"),
+    "sapo": Algorithm(name="sapo", objective=(_term("sapo", tau_pos=1.0, tau_neg=1.05),), aggregation="token_mean"),
+    "dppo": Algorithm(name="dppo", objective=(_term("dppo", divergence="tv", delta=0.15),), aggregation="token_mean"),
+    "clip_cov": Algorithm(name="clip_cov", objective=(_term("clip_cov", clip_ratio=2e-4, cov_low=1.0, cov_high=5.0),),
+                          aggregation="token_mean"),
+    "kl_cov": Algorithm(name="kl_cov", objective=(_term("kl_cov", top_frac=2e-3, kl_coef=1.0),), aggregation="token_mean"),
+    "two_sided_clip": Algorithm(name="two_sided_clip", objective=(_term("two_sided_clip", delta=4.0),)),
+    "high_entropy": Algorithm(name="high_entropy", advantage="grpo", group_filter="dapo", dynamic_sampling=True,
+                              objective=(_term("high_entropy_policy_gradient", top_frac=0.2, eps_pos=0.28,
+                                               eps_neg=0.2),), aggregation="token_mean"),
+    # KL and entropy.
+    "grpo_kl_in_reward": Algorithm(name="grpo_kl_in_reward", objective=_pg_only, reward_kl_coef=0.001,
+                                   reward_kl_target=0.1, reward_kl_horizon=10000.0),
+    "grpo_unbiased_kl": Algorithm(name="grpo_unbiased_kl", objective=(
+        _pg(0.2, 0.2), objective_lib.kl_term(0.001, "k3", importance_weighted=True))),
+    "adaptive_entropy": Algorithm(name="adaptive_entropy", objective=(
+        _pg(0.2, 0.2), _term("adaptive_entropy_bonus", target=0.2, delta=0.005, coef_max=0.05, init=0.0))),
+}
+
 
 def ngrpo_ablation(*, calibration: bool = True, keep_all_wrong: bool = True, asymmetric_clip: bool = True,
                    virtual_reward: str = "max", virtual_count: int = 1, base: Optional[Algorithm] = None

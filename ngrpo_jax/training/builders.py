@@ -105,6 +105,7 @@ def make_step_parts(cfg: config_lib.ExperimentConfig, model_config, tokenizer, d
       keep=group_filter(algo, cfg.reward), max_draws=1 + (ro.max_refills if algo.dynamic_sampling else 0),
       score=batch_lib.make_scorer(update_lib.make_scorer(model_config, cfg.learner), algo),
       advantages=batch_lib.make_advantages(algo, cfg.reward, ro.group_size, rollout=ro),
+      check_direction=update_lib.make_scorer(model_config, cfg.learner) if cfg.check_direction else None,
       train_step=train_step, place=place, diagnose=diagnose, update_epochs=cfg.learner.ppo_epochs, algorithm=algo,
       **ids)
 

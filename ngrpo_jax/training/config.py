@@ -84,6 +84,8 @@ class ExperimentConfig:
   ``"sympy"`` (ours) or ``"math_verify"``.
   ``compile_warmup_steps``: the first RL steps of an invocation whose XLA compilations are expected; the
   summary's ``rl_breakdown.compiles.after_warmup`` counts the rest (recompilations).
+  ``check_direction``: re-score every batch after its update and log ``update/adv_logp_change`` and
+  ``update/sign_agreement`` (whether log-probs moved with the advantages; one extra forward pass per step).
   """
   name: str = "default"
   seed: int = 0
@@ -100,6 +102,7 @@ class ExperimentConfig:
   checkpoint_every: int = 25
   keep_checkpoints: int = 2
   group_grad_norm_every: int = 10
+  check_direction: bool = False
   grading_workers: int = 2
   grading_backend: str = "sympy"
   export_hf: bool = True

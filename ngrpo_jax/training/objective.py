@@ -45,6 +45,10 @@ class Term:
   def __post_init__(self):
     if isinstance(self.kwargs, dict):
       object.__setattr__(self, "kwargs", tuple(sorted(self.kwargs.items())))
+    clash = {"coef", "fn"} & {k for k, _ in self.kwargs}
+    if clash:
+      raise ValueError(f"term {self.name!r}: keyword arguments may not be called {sorted(clash)} (the term's "
+                       f"weight and function in a config's objective section)")
     self.entry()                              # unknown names fail here, naming the registered ones
     if not isinstance(self.coef, (int, float)) or isinstance(self.coef, bool):
       raise TypeError(f"term {self.name!r}: coef must be a number, got {self.coef!r}")
@@ -231,8 +235,8 @@ def _clip_cov_prepare(mb, key, *, clip_ratio=2e-4, cov_low=1.0, cov_high=5.0, ep
   return _cov_prepare(mb, key, clip_ratio=clip_ratio, cov_low=cov_low, cov_high=cov_high)
 
 
-def _kl_cov_prepare(mb, key, *, top_frac=2e-3, coef=1.0):
-  del coef
+def _kl_cov_prepare(mb, key, *, top_frac=2e-3, kl_coef=1.0):
+  del kl_coef
   return _cov_prepare(mb, key, top_frac=top_frac)
 
 
@@ -249,13 +253,13 @@ def clip_cov(outputs, batch, agg: Aggregator, *, clip_ratio: float = 2e-4, cov_l
 
 
 @registry.objective_term("kl_cov", needs=_PG_NEEDS, prepare=_kl_cov_prepare)
-def kl_cov(outputs, batch, agg: Aggregator, *, top_frac: float = 2e-3, coef: float = 1.0):
-  """KL-Cov (Cui et al. 2025, arXiv 2505.22617): −ρA plus coef·|log ρ| on the top_frac highest-covariance
-  tokens, selected once per minibatch."""
+def kl_cov(outputs, batch, agg: Aggregator, *, top_frac: float = 2e-3, kl_coef: float = 1.0):
+  """KL-Cov (Cui et al. 2025, arXiv 2505.22617): −ρA plus kl_coef·|log ρ| on the top_frac highest-covariance
+  tokens, selected once per minibatch (``kl_coef``: the paper's β; not ``coef``, which is the term's weight)."""
   del top_frac
   args = _pg_args(outputs, batch)
   sel = batch["kl_cov_mask"]
-  return agg(policy_objectives.kl_cov(*args, sel, coef=coef), args[3]), \
+  return agg(policy_objectives.kl_cov(*args, sel, coef=kl_coef), args[3]), \
       _ratio_diagnostics(outputs, batch, cov_selected_frac=jnp.sum(sel) / jnp.maximum(jnp.sum(args[3]), 1))
 
 

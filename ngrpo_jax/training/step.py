@@ -39,6 +39,9 @@ class StepParts:
     pad_id, eos_ids, format_token_ids: token ids (padding; end-token and answer-scaffold probabilities).
     update_epochs: passes of the train step over the batch (``tokens_per_sec/update`` counts every pass).
     algorithm: the algorithm (its controllers' settings; needed when ``TrainState.controllers`` is set).
+    check_direction: optional ``(policy_params, tokens, attention_mask) -> {"logp": ...}`` (the scorer's
+      forward pass); when set, the step re-scores the batch after the update and logs whether log-probs moved
+      with the advantages (:func:`direction_metrics`).
   """
   sample: Callable
   grade: Callable
@@ -58,6 +61,7 @@ class StepParts:
   format_token_ids: Sequence[int] = ()
   update_epochs: int = 1
   algorithm: Optional[object] = None
+  check_direction: Optional[Callable] = None
 
 
 def rl_step(state: state_lib.TrainState, parts: StepParts, lookahead: int = 1):
@@ -98,7 +102,26 @@ def rl_step(state: state_lib.TrainState, parts: StepParts, lookahead: int = 1):
   seconds = time.perf_counter() - t0
   metrics.update({"time/update": seconds, "data_position": position, "tokens_per_sec/update":
                   float(batch["attention_mask"].sum()) * parts.update_epochs / max(seconds, 1e-9)})
+  if parts.check_direction is not None:
+    new = parts.check_direction(state.params["policy"], jnp.asarray(batch["tokens"]),
+                                jnp.asarray(batch["attention_mask"]))
+    metrics.update(direction_metrics(batch, np.asarray(jax.device_get(new["logp"]), np.float32)))
   return state, metrics
+
+
+def direction_metrics(batch: dict, new_logp: np.ndarray) -> dict:
+  """Did the update move log-probs the way the advantages point? Over trained tokens with A_t ≠ 0, with
+  Δ_t = log π_new(y_t) − log π_old(y_t):
+
+  ``update/adv_logp_change`` = Σ A_t Δ_t / Σ |A_t|   (> 0: the advantage-weighted log-prob went up)
+  ``update/sign_agreement``  = share of tokens with sign(Δ_t) = sign(A_t)
+  """
+  m = (batch["loss_mask"] > 0) & (batch["advantages"] != 0)
+  if not m.any():
+    return {"update/adv_logp_change": 0.0, "update/sign_agreement": 0.0}
+  a, d = batch["advantages"][m].astype(np.float64), (new_logp - batch["old_logp"])[m].astype(np.float64)
+  return {"update/adv_logp_change": float(np.sum(a * d) / np.sum(np.abs(a))),
+          "update/sign_agreement": float(np.mean(np.sign(d) == np.sign(a)))}
 
 
 def update_controllers(algo, controllers: dict, batch: dict, metrics: dict) -> dict:
