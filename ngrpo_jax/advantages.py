@@ -71,18 +71,21 @@ def _as_mask(mask, like, name: str):
 
 
 class _Layout(NamedTuple):
-  reduce: Callable[[Array], Array]   # per-sample [..] -> per-group [num_groups]
+  reduce: Callable[[Array], Array]   # per-sample [..] -> per-group [num_groups] (sum)
   gather: Callable[[Array], Array]   # per-group [num_groups] -> per-sample [..]
+  maximum: Callable[[Array], Array]  # per-sample [..] -> per-group [num_groups] (max)
 
 
 def _dense_layout() -> _Layout:
-  return _Layout(reduce=lambda x: jnp.sum(x, axis=-1), gather=lambda g: g[..., None])
+  return _Layout(reduce=lambda x: jnp.sum(x, axis=-1), gather=lambda g: g[..., None],
+                 maximum=lambda x: jnp.max(x, axis=-1))
 
 
 def _ragged_layout(group_ids, num_groups: int) -> _Layout:
   return _Layout(
       reduce=lambda x: jax.ops.segment_sum(x, group_ids, num_segments=num_groups),
-      gather=lambda g: g[group_ids])
+      gather=lambda g: g[group_ids],
+      maximum=lambda x: jax.ops.segment_max(x, group_ids, num_segments=num_groups))
 
 
 def _prepare_dense(rewards, mask):
@@ -142,27 +145,43 @@ class GroupStats(NamedTuple):
   is_constant: Array
 
 
+def _safe_sqrt(x):
+  """sqrt(x) for x > 0, else 0 — with a finite gradient at 0 (a constant group), so estimators stay grad-safe."""
+  ok = x > 0
+  return jnp.where(ok, jnp.sqrt(jnp.where(ok, x, 1.0)), 0.0)
+
+
 def _safe_div(num, den):
   ok = den > 0
   return jnp.where(ok, num / jnp.where(ok, den, 1.0), 0.0)
 
 
 def _mean_std(rewards, mask, layout, ddof, extra_value=None, extra_count=0):
-  """Two-pass masked mean / std per group, optionally with `extra_count` virtual samples of `extra_value`."""
+  """Two-pass masked mean / std per group, optionally with `extra_count` virtual samples of `extra_value`.
+
+  The mean is computed around the group's maximum (mean = max + mean(r − max)), so a group whose values are
+  all equal gets exactly that value as its mean and exactly 0 as its std: its advantages are exactly 0 even
+  for rewards like 1.1 whose float sum / count does not round-trip (a plain Σr / n can be 1 ulp off, which
+  ÷ (std + eps) with eps = 1e-6 would turn into an advantage of ~0.1).
+  """
   w = mask.astype(rewards.dtype)
-  r = jnp.where(mask, rewards, 0.0)
   count = layout.reduce(w)
+  gmax = layout.maximum(jnp.where(mask, rewards, -jnp.inf))
+  shift = jnp.where(count > 0, gmax, 0.0)
+  if extra_count:
+    shift = jnp.where(count > 0, shift, extra_value)
+  r = jnp.where(mask, rewards - layout.gather(shift), 0.0)
   total = layout.reduce(r)
   if extra_count:
     count = count + extra_count
-    total = total + extra_count * extra_value
-  mean = _safe_div(total, count)
+    total = total + extra_count * (extra_value - shift)
+  mean = shift + _safe_div(total, count)
   centred = jnp.where(mask, rewards - layout.gather(mean), 0.0)
   sq = layout.reduce(centred * centred)
   if extra_count:
     sq = sq + extra_count * (extra_value - mean) ** 2
   var = _safe_div(sq, count - ddof)
-  std = jnp.sqrt(jnp.maximum(var, 0.0))
+  std = _safe_sqrt(var)
   return mean, std, count
 
 
@@ -568,7 +587,7 @@ def _batch_mean_std(x, mask, ddof):
   n = jnp.sum(w)
   mean = _safe_div(jnp.sum(jnp.where(mask, x, 0.0)), n)
   var = _safe_div(jnp.sum(jnp.where(mask, (x - mean) ** 2, 0.0)), n - ddof)
-  return mean, jnp.sqrt(jnp.maximum(var, 0.0))
+  return mean, _safe_sqrt(var)
 
 
 def _whiten(x, mask, ddof, eps):

@@ -304,7 +304,8 @@ def kl_cov(logp: Array, old_logp: Array, advantages: Array, mask: Array, penalis
   penalise = jnp.asarray(penalise).astype(bool)
   check_shape(penalise, logp.shape, "penalise", "logp")
   ratio = jnp.exp(logp - old_logp)
-  kl = jnp.abs(logp - old_logp)
+  d = logp - old_logp
+  kl = jnp.where(d == 0, 0.0, jnp.abs(d))      # subgradient 0 at ρ = 1 (jnp.abs has gradient 1 at 0)
   return jnp.where(mask, -ratio * adv + coef * jnp.where(penalise, kl, 0.0), 0.0)
 
 

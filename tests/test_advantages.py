@@ -500,3 +500,13 @@ def test_gpg_estimator_vs_numpy(variant):
   for i in range(r.shape[0]):
     v = r[i, mask[i]].astype(np.float64)
     np.testing.assert_allclose(raw[i, mask[i]], alpha * (v - v.mean()), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("fn", [adv.reinforce_pp, adv.reinforce_pp_baseline, adv.grpo_batch_std, adv.gpg])
+def test_batch_estimators_vmap_and_grad_safe(fn):
+  rs = [_mixed_rewards(s)[0] for s in (7, 8)]
+  got = np.asarray(jax.vmap(fn)(np.stack(rs)))
+  for i, r in enumerate(rs):
+    np.testing.assert_allclose(got[i], np.asarray(fn(r)), rtol=1e-5, atol=1e-6)
+  g = jax.grad(lambda r: jnp.sum(fn(r) * jnp.arange(r.size).reshape(r.shape)))(jnp.asarray(rs[0]))
+  assert np.all(np.isfinite(np.asarray(g)))

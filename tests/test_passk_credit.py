@@ -136,3 +136,11 @@ def test_binom_and_errors():
   with pytest.raises(ValueError, match="seq_logp"):
     pk.unlikeliness_rewards(np.zeros((1, 4)), None, np.zeros((1, 3)))
   jax.jit(pk.pkpo, static_argnames=("k",))(np.zeros((2, 4), np.float32), k=2)
+
+
+@pytest.mark.parametrize("fn", [pk.pkpo, pk.pkpo_rewards, pk.passk_advantage, pk.grpo_passk])
+def test_vmap_over_a_leading_axis_equals_the_loop(fn):
+  rs = [_groups(s)[0] for s in (5, 6, 7)]
+  got = np.asarray(jax.vmap(fn)(np.stack(rs)))
+  for i, r in enumerate(rs):
+    np.testing.assert_allclose(got[i], np.asarray(fn(r)), rtol=1e-6, atol=1e-7)

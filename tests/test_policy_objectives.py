@@ -222,3 +222,19 @@ def test_validation_errors():
     po.top_entropy_mask(logp, mask, top_frac=1.5)
   with pytest.raises(ValueError, match="mask"):
     po.gspo(logp, old, adv, mask[:, :2])
+
+
+@pytest.mark.parametrize("fn", [po.gspo, po.gmpo, po.cispo, po.sapo, po.dppo, po.gpg])
+def test_vmap_over_a_leading_axis_equals_the_loop(fn):
+  batches = [_batch(s) for s in (11, 12, 13)]
+  stacked = [np.stack(x) for x in zip(*batches)]
+  got = np.asarray(jax.vmap(fn)(*stacked))
+  for i, b in enumerate(batches):
+    np.testing.assert_allclose(got[i], np.asarray(fn(*b)), rtol=1e-6, atol=1e-7)
+
+
+def test_kl_cov_penalty_has_no_gradient_on_policy():
+  logp, _, adv, mask = _batch(14)
+  sel = np.ones_like(mask)
+  g = jax.grad(lambda lp: jnp.sum(po.kl_cov(lp, logp, np.zeros_like(adv), mask, sel)))(jnp.asarray(logp))
+  assert np.all(np.asarray(g) == 0)

@@ -186,3 +186,14 @@ def test_adaptive_entropy_bonus_reads_the_controller_and_the_controller_follows_
   np.testing.assert_allclose([low["entropy_coef"], low["entropy_coef_applied"]], [0.03, 0.03], rtol=1e-6)
   high = step_lib.update_controllers(algo, algo.initial_controllers(), batch, {"policy_entropy": 9.0})
   np.testing.assert_allclose([high["entropy_coef"], high["entropy_coef_applied"]], [0.01, 0.0], atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["clip_cov", "kl_cov", "high_entropy_policy_gradient"])
+def test_group_gradient_norms_work_with_minibatch_prepared_terms(name):
+  params = qwen2.init_params(CFG, jax.random.PRNGKey(6))
+  algo = algorithms.Algorithm(name=name, objective=(objective.Term(name, 1.0, TERM_KW.get(name, {})),))
+  batch = batch_lib.make_advantages(algo, grading.RewardConfig(), G)(_scored(params))
+  out = jax.device_get(update.make_group_grad_norms(CFG, algo, UPD)(
+      {"policy": params}, {k: jnp.asarray(v) for k, v in batch_lib.train_inputs(batch).items()}))
+  assert out["grad_norm/mixed"] > 0 and out["grad_norm/all_correct"] == 0
+  assert all(np.isfinite(v) for v in out.values())

@@ -270,10 +270,10 @@ def make_group_grad_norms(model_config, algo: algorithms_lib.Algorithm, cfg: Upd
   policy-gradient signal each kind of group contributes (e.g. NGRPO's all-wrong groups).
   """
   mcfg = model_config_for(model_config, cfg)
-  pg_terms = [t for t in algo.objective if set(t.needs) <= {"logp", "old_logp", "advantages"}]
+  pg_terms = [t for t in algo.objective if set(t.needs) <= {"logp", "old_logp", "advantages", "old_entropy"}]
   if not pg_terms:
-    raise ValueError(f"algorithm {algo.name!r} has no policy-gradient term (one that reads only logp, old_logp "
-                     "and advantages) to measure per-kind gradient norms of")
+    raise ValueError(f"algorithm {algo.name!r} has no policy-gradient term (one that reads only logp, old_logp, "
+                     "advantages and old_entropy) to measure per-kind gradient norms of")
 
   def fn(params, batch):
     policy_objective = objective_lib.make_objective(pg_terms[:1], algo.aggregation,
