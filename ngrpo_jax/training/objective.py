@@ -158,18 +158,16 @@ def _policy_term(per_token, outputs, batch, agg):
 def gspo(outputs, batch, agg: Aggregator, *, eps_low: float = 3e-4, eps_high: float = 4e-4):
   """GSPO (arXiv 2507.18071): sequence ratio exp(mean_t log ρ_t), clipped per sequence
   (``policy_objectives.gspo``); with ``aggregation="seq_mean_token_mean"`` it is the paper's loss."""
-  args = _pg_args(outputs, batch)
-  return agg(policy_objectives.gspo(*args, eps_low=eps_low, eps_high=eps_high), args[3]), \
-      _ratio_diagnostics(outputs, batch)
+  return _policy_term(policy_objectives.gspo(*_pg_args(outputs, batch), eps_low=eps_low, eps_high=eps_high),
+                      outputs, batch, agg)
 
 
 @registry.objective_term("gspo_token", needs=_PG_NEEDS)
 def gspo_token(outputs, batch, agg: Aggregator, *, eps_low: float = 3e-4, eps_high: float = 4e-4):
   """GSPO-token (arXiv 2507.18071, Eq. 13–14): s_{i,t} = sg[s_i] π_θ(y_t) / sg[π_θ(y_t)]; accepts token
   advantages (``policy_objectives.gspo(token_level=True)``)."""
-  args = _pg_args(outputs, batch)
-  return agg(policy_objectives.gspo(*args, eps_low=eps_low, eps_high=eps_high, token_level=True), args[3]), \
-      _ratio_diagnostics(outputs, batch)
+  return _policy_term(policy_objectives.gspo(*_pg_args(outputs, batch), eps_low=eps_low, eps_high=eps_high,
+                                             token_level=True), outputs, batch, agg)
 
 
 @registry.objective_term("gmpo", needs=_PG_NEEDS)
@@ -219,25 +217,24 @@ def two_sided_clip(outputs, batch, agg: Aggregator, *, eps_pos: float = 0.2, eps
   return policy_gradient(outputs, batch, agg, eps_pos=eps_pos, eps_neg=eps_neg, dual_clip=delta)
 
 
-def _cov_prepare(mb, key, **kwargs):
-  """Clip-Cov / KL-Cov selections over the whole minibatch, from the rollout policy's log-probs (the paper's
-  centred covariance at θ_old; identical to the current policy's at the first on-policy minibatch)."""
+def _cov(mb):
+  """Clip-Cov / KL-Cov's token covariance over the whole minibatch, from the rollout policy's log-probs (the
+  paper's centred covariance at θ_old; identical to the current policy's at the first on-policy minibatch)."""
   mask = mb["loss_mask"] > 0
-  cov = policy_objectives.cov_scores(mb["old_logp"], mb["advantages"], mask)
-  if "top_frac" in kwargs:
-    return {"kl_cov_mask": policy_objectives.kl_cov_mask(cov, mask, top_frac=kwargs["top_frac"])}
-  return {"clip_cov_mask": policy_objectives.clip_cov_mask(
-      cov, mask, key, clip_ratio=kwargs["clip_ratio"], cov_low=kwargs["cov_low"], cov_high=kwargs["cov_high"])}
+  return policy_objectives.cov_scores(mb["old_logp"], mb["advantages"], mask), mask
 
 
 def _clip_cov_prepare(mb, key, *, clip_ratio=2e-4, cov_low=1.0, cov_high=5.0, eps_low=0.2, eps_high=0.2):
   del eps_low, eps_high
-  return _cov_prepare(mb, key, clip_ratio=clip_ratio, cov_low=cov_low, cov_high=cov_high)
+  cov, mask = _cov(mb)
+  return {"clip_cov_mask": policy_objectives.clip_cov_mask(cov, mask, key, clip_ratio=clip_ratio, cov_low=cov_low,
+                                                           cov_high=cov_high)}
 
 
 def _kl_cov_prepare(mb, key, *, top_frac=2e-3, kl_coef=1.0):
-  del kl_coef
-  return _cov_prepare(mb, key, top_frac=top_frac)
+  del key, kl_coef
+  cov, mask = _cov(mb)
+  return {"kl_cov_mask": policy_objectives.kl_cov_mask(cov, mask, top_frac=top_frac)}
 
 
 @registry.objective_term("clip_cov", needs=_PG_NEEDS, prepare=_clip_cov_prepare)
