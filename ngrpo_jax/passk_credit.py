@@ -109,6 +109,9 @@ def passk_advantage(rewards: Array, mask: Optional[Array] = None, *, k: int = 4,
   """
   _check_k(k)
   rewards, mask = _prepare(rewards, mask)
+  if k >= rewards.shape[-1]:
+    raise ValueError(f"`k` ({k}) must be smaller than the group size G ({rewards.shape[-1]}): with k = G the only "
+                     "k-subset is the whole group, whose pass@k reward has no variance (every advantage is 0).")
   correct = mask & (rewards >= threshold)
   n = jnp.sum(mask, axis=-1, keepdims=True).astype(jnp.float32)
   n_neg = n - jnp.sum(correct, axis=-1, keepdims=True)
@@ -151,6 +154,8 @@ def pkpo_rewards(rewards: Array, mask: Optional[Array] = None, *, k: int = 4) ->
   """
   _check_k(k)
   rewards, mask = _prepare(rewards, mask)
+  if k > rewards.shape[-1]:
+    raise ValueError(f"`k` ({k}) must be at most the group size G ({rewards.shape[-1]}).")
   r = jnp.where(mask, rewards, 0.0)
   before, pos = _positions(rewards, mask)
   n = jnp.sum(mask, axis=-1, keepdims=True).astype(jnp.float32)

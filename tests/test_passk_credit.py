@@ -133,6 +133,10 @@ def test_binom_and_errors():
   assert float(pk.binom(3.0, -1.0)) == 0.0
   with pytest.raises(ValueError, match="k"):
     pk.pkpo(np.zeros((1, 4)), k=0)
+  with pytest.raises(ValueError, match="smaller than the group size"):
+    pk.passk_advantage(np.zeros((1, 4)), k=4)
+  with pytest.raises(ValueError, match="at most the group size"):
+    pk.pkpo(np.zeros((1, 4)), k=5)
   with pytest.raises(ValueError, match="seq_logp"):
     pk.unlikeliness_rewards(np.zeros((1, 4)), None, np.zeros((1, 3)))
   jax.jit(pk.pkpo, static_argnames=("k",))(np.zeros((2, 4), np.float32), k=2)

@@ -199,8 +199,10 @@ def test_new_methods_compose_from_the_command_line(tmp_path, warm_policy):
                          + ["term=kl_to_reference", "algorithm=grpo_unbiased_kl", "aggregation=token_sum",
                             "aggregation=seq_mean_token_sum", "aggregation=sequence_mean_token_scale"])
 def test_every_new_registry_name_runs_from_the_command_line(tmp_path, warm_policy, switches):
-  extra = ("--config.algorithm.objective.kl_to_reference.estimator=k3_plus",) if switches == "term=kl_to_reference" \
-      else ()
+  extra = {"term=kl_to_reference": ("--config.algorithm.objective.kl_to_reference.estimator=k3_plus",),
+           # k < G = 4 (the smoke group size): with k = G every group's pass@k reward is constant.
+           "advantage=passk_training": ("--config.algorithm.advantage_kwargs.k=2",),
+           "advantage=pkpo": ("--config.algorithm.advantage_kwargs.k=2",)}.get(switches, ())
   _run_method(tmp_path / "run", warm_policy, switches, *extra)
 
 
