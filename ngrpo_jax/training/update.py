@@ -166,6 +166,10 @@ def make_train_step(model_config, algo: algorithms_lib.Algorithm, cfg: UpdateCon
   shuffle uses a key folded from ``state.rng`` (the loop advances ``state.rng`` every step), so a step is a
   deterministic function of (state, batch).
 
+  Each micro-batch the terms see also carries ``rng`` (a PRNG key of its own, from ``state.rng``) and the
+  controllers' coefficients (``state.controllers``, e.g. ``entropy_coef_applied``); entries a term computes
+  from the whole minibatch (``registry.objective_term(prepare=...)``) are added before the micro-batch split.
+
   Metrics (scalars, means over all optimiser steps of the call): ``loss``, ``loss/<term>`` for every term of
   the objective, the terms' diagnostics (``pg/clip_frac_pos`` ..., ``entropy``, ``kl_ref_mean``,
   ``value/...``), grad_norm (before clipping; also its max), learning_rate (at the first optimiser step).
