@@ -71,18 +71,21 @@ def _as_mask(mask, like, name: str):
 
 
 class _Layout(NamedTuple):
-  reduce: Callable[[Array], Array]   # per-sample [..] -> per-group [num_groups]
+  reduce: Callable[[Array], Array]   # per-sample [..] -> per-group [num_groups] (sum)
   gather: Callable[[Array], Array]   # per-group [num_groups] -> per-sample [..]
+  maximum: Callable[[Array], Array]  # per-sample [..] -> per-group [num_groups] (max)
 
 
 def _dense_layout() -> _Layout:
-  return _Layout(reduce=lambda x: jnp.sum(x, axis=-1), gather=lambda g: g[..., None])
+  return _Layout(reduce=lambda x: jnp.sum(x, axis=-1), gather=lambda g: g[..., None],
+                 maximum=lambda x: jnp.max(x, axis=-1))
 
 
 def _ragged_layout(group_ids, num_groups: int) -> _Layout:
   return _Layout(
       reduce=lambda x: jax.ops.segment_sum(x, group_ids, num_segments=num_groups),
-      gather=lambda g: g[group_ids])
+      gather=lambda g: g[group_ids],
+      maximum=lambda x: jax.ops.segment_max(x, group_ids, num_segments=num_groups))
 
 
 def _prepare_dense(rewards, mask):
@@ -142,27 +145,43 @@ class GroupStats(NamedTuple):
   is_constant: Array
 
 
+def _safe_sqrt(x):
+  """sqrt(x) for x > 0, else 0 — with a finite gradient at 0 (a constant group), so estimators stay grad-safe."""
+  ok = x > 0
+  return jnp.where(ok, jnp.sqrt(jnp.where(ok, x, 1.0)), 0.0)
+
+
 def _safe_div(num, den):
   ok = den > 0
   return jnp.where(ok, num / jnp.where(ok, den, 1.0), 0.0)
 
 
 def _mean_std(rewards, mask, layout, ddof, extra_value=None, extra_count=0):
-  """Two-pass masked mean / std per group, optionally with `extra_count` virtual samples of `extra_value`."""
+  """Two-pass masked mean / std per group, optionally with `extra_count` virtual samples of `extra_value`.
+
+  The mean is computed around the group's maximum (mean = max + mean(r − max)), so a group whose values are
+  all equal gets exactly that value as its mean and exactly 0 as its std: its advantages are exactly 0 even
+  for rewards like 1.1 whose float sum / count does not round-trip (a plain Σr / n can be 1 ulp off, which
+  ÷ (std + eps) with eps = 1e-6 would turn into an advantage of ~0.1).
+  """
   w = mask.astype(rewards.dtype)
-  r = jnp.where(mask, rewards, 0.0)
   count = layout.reduce(w)
+  gmax = layout.maximum(jnp.where(mask, rewards, -jnp.inf))
+  shift = jnp.where(count > 0, gmax, 0.0)
+  if extra_count:
+    shift = jnp.where(count > 0, shift, extra_value)
+  r = jnp.where(mask, rewards - layout.gather(shift), 0.0)
   total = layout.reduce(r)
   if extra_count:
     count = count + extra_count
-    total = total + extra_count * extra_value
-  mean = _safe_div(total, count)
+    total = total + extra_count * (extra_value - shift)
+  mean = shift + _safe_div(total, count)
   centred = jnp.where(mask, rewards - layout.gather(mean), 0.0)
   sq = layout.reduce(centred * centred)
   if extra_count:
     sq = sq + extra_count * (extra_value - mean) ** 2
   var = _safe_div(sq, count - ddof)
-  std = jnp.sqrt(jnp.maximum(var, 0.0))
+  std = _safe_sqrt(var)
   return mean, std, count
 
 
@@ -555,3 +574,255 @@ def gae(rewards_per_token: Array, values: Array, mask: Array, *, gamma: float = 
   adv = adv_rev[::-1].T
   returns = jnp.where(mask, adv + v, 0.0)
   return adv, returns
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Batch-normalised estimators: REINFORCE++, REINFORCE++-baseline, Lite-PPO's batch std.
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _batch_mean_std(x, mask, ddof):
+  """Mean and std (with ``ddof``) of ``x`` over every valid entry of the batch (scalars; 0 when undefined)."""
+  w = mask.astype(x.dtype)
+  n = jnp.sum(w)
+  mean = _safe_div(jnp.sum(jnp.where(mask, x, 0.0)), n)
+  var = _safe_div(jnp.sum(jnp.where(mask, (x - mean) ** 2, 0.0)), n - ddof)
+  return mean, _safe_sqrt(var)
+
+
+def _whiten(x, mask, ddof, eps):
+  mean, std = _batch_mean_std(x, mask, ddof)
+  return jnp.where(mask, _safe_div(x - mean, std + eps), 0.0)
+
+
+def reinforce_pp(rewards: Array, mask: Optional[Array] = None, *, ddof: int = 1, eps: float = 1e-6) -> Array:
+  """REINFORCE++ (Hu et al. 2025, arXiv 2501.03262): the reward whitened over the whole batch.
+
+  A_i = (r_i − mean_B(r)) / (std_B(r) + eps),   mean / std over every valid sample of the batch (all groups)
+
+  For an outcome reward with γ = 1 and no KL in the reward, the token return equals the sequence reward, so
+  this is REINFORCE++'s global advantage normalisation. OpenRLHF whitens over *tokens* (each sequence weighted
+  by its length); we whiten over samples, which is the paper's description and keeps the estimator a function
+  of rewards only. Invariant to a constant shift and a positive scale of all rewards.
+
+  Args:
+    rewards: f32[num_groups, G] (or any shape; the statistics run over all valid entries).
+    mask: optional bool of the same shape; invalid samples are excluded and get 0.
+    ddof / eps: std's delta degrees of freedom (default 1) and the additive epsilon.
+  """
+  _check_ddof(ddof)
+  check_nonnegative(eps, "eps")
+  rewards, mask = _prepare_pointwise(rewards, mask)
+  return _whiten(rewards, mask, ddof, eps)
+
+
+def reinforce_pp_baseline(rewards: Array, mask: Optional[Array] = None, *, ddof: int = 1,
+                          eps: float = 1e-6) -> Array:
+  """REINFORCE++-baseline (Hu et al. 2025, arXiv 2501.03262; OpenRLHF ``reinforce_baseline``).
+
+  r'_i = r_i − mean_group(r),   A_i = (r'_i − mean_B(r')) / (std_B(r') + eps)   (whitened over the batch)
+
+  The group-mean baseline removes the prompt's difficulty, the batch whitening fixes the scale without
+  GRPO's per-group std (which inflates near-homogeneous groups). mean_B(r') is 0 by construction unless
+  groups have padded samples. Homogeneous groups get 0.
+
+  Args:
+    rewards: f32[num_groups, G]; mask: optional bool[num_groups, G]; ddof / eps as :func:`reinforce_pp`.
+  """
+  _check_ddof(ddof)
+  check_nonnegative(eps, "eps")
+  rewards, mask, layout = _prepare_dense(rewards, mask)
+  return _whiten(_dr_grpo_core(rewards, mask, layout), mask, ddof, eps)
+
+
+def grpo_batch_std(rewards: Array, mask: Optional[Array] = None, *, ddof: int = 1, eps: float = 1e-6) -> Array:
+  """Group mean, batch std (Lite PPO, Liu et al. 2025, "Tricks or Traps?", arXiv 2508.08221;
+  TRL ``scale_rewards="batch"``).
+
+  A_i = (r_i − mean_group(r)) / (std_B(r) + eps),   std_B over every valid reward of the batch
+
+  As TRL: the std is of the raw rewards over the whole batch (ddof 1, ``torch.std``), not of the centred
+  ones. Invariant to a constant shift of all rewards (both terms are), and scale-equivariant.
+
+  Args:
+    rewards: f32[num_groups, G]; mask: optional bool[num_groups, G]; ddof / eps as :func:`reinforce_pp`.
+  """
+  _check_ddof(ddof)
+  check_nonnegative(eps, "eps")
+  rewards, mask, layout = _prepare_dense(rewards, mask)
+  _, std = _batch_mean_std(rewards, mask, ddof)
+  return jnp.where(mask, _safe_div(_dr_grpo_core(rewards, mask, layout), std + eps), 0.0)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Multi-component rewards: GDPO.
+# ----------------------------------------------------------------------------------------------------------
+
+
+def gdpo(rewards: Array, mask: Optional[Array] = None, *, weights=None, batch_normalize: bool = True,
+         ddof: int = 1, eps: float = 1e-6) -> Array:
+  """GDPO, group reward-decoupled normalisation (Liu et al. 2026, arXiv 2601.05242).
+
+  A^(c)_i = grpo(r^(c))_i            each reward component normalised within its group on its own
+  A^sum_i = Σ_c w_c A^(c)_i          weighted sum (w = 1 by default)
+  A_i     = (A^sum_i − mean_B) / (std_B + eps)   batch-wise normalisation (``batch_normalize``)
+
+  GRPO on the summed reward lets an easy component (e.g. format) swamp a hard one (correctness) and maps
+  different reward combinations to the same advantage; normalising each component first keeps them apart.
+  The final batch normalisation keeps the scale independent of the number of components. With one component
+  and ``batch_normalize=False`` this is exactly :func:`grpo`; with it, the batch-whitened GRPO advantage.
+
+  Args:
+    rewards: f32[num_groups, G, C] (C reward components, e.g. correctness and format).
+    mask: optional bool[num_groups, G] of valid samples.
+    weights: optional sequence of C non-negative component weights (default all 1).
+    batch_normalize: whiten the summed advantage over the batch's valid samples (default True, the paper).
+    ddof / eps: for the per-group std and the batch std.
+
+  Returns:
+    f32[num_groups, G].
+  """
+  _check_ddof(ddof)
+  check_nonnegative(eps, "eps")
+  rewards = as_float(rewards)
+  check_rank(rewards, 3, "rewards")
+  n, g, c = rewards.shape
+  if weights is None:
+    weights = (1.0,) * c
+  weights = tuple(weights)
+  if len(weights) != c:
+    raise ValueError(f"`weights` has {len(weights)} entries for {c} reward components (rewards.shape[-1]).")
+  for w in weights:
+    check_nonnegative(w, "weights[i]")
+  mask = _as_mask(mask, rewards[..., 0], "mask")
+  _check_finite(jnp.where(mask[..., None], rewards, 0.0) if _is_concrete(rewards) else rewards, "rewards")
+  layout = _dense_layout()
+  total = sum(w * _grpo_core(rewards[..., k], mask, layout, ddof, eps) for k, w in enumerate(weights))
+  return _whiten(total, mask, ddof, eps) if batch_normalize else jnp.where(mask, total, 0.0)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Rivals of NGRPO for homogeneous groups: RL-ZVP and LENS.
+# ----------------------------------------------------------------------------------------------------------
+
+
+def rl_zvp(rewards: Array, mask: Optional[Array], entropy: Array, token_mask: Array, *, alpha: float = 0.1,
+           threshold: float = 0.5, ddof: int = 1, eps: float = 1e-6) -> Array:
+  """RL-ZVP, entropy-guided advantages for zero-variance groups (Le et al. 2025, arXiv 2509.21880, §3.2, Eq. 5).
+
+  Groups with varied rewards keep GRPO's advantage (on every token). A zero-variance group (all valid
+  rewards equal) gets token-level advantages from the token entropies H_{i,t} (treated as constants):
+
+    all correct (r >= threshold):  A_{i,t} = α · H_{i,t}
+    all wrong:                      A_{i,t} = −α · (max_k H_{i,k} − H_{i,t})      (max over the response)
+
+  so confident tokens of wrong answers are pushed down hardest and high-entropy "forking" tokens least. The
+  paper conditions on R_i > 0; ``threshold`` is our generalisation to any reward range (0.5 for 0/1 rewards).
+  The paper takes H under the current policy (detached); the trainer passes the rollout policy's entropies
+  (equal at the first, on-policy minibatch). α = 0.1 is the paper's best value.
+
+  Args:
+    rewards: f32[num_groups, G]; mask: optional bool[num_groups, G] of valid samples.
+    entropy: f32[num_groups, G, T] token entropies; token_mask: bool[num_groups, G, T] response tokens.
+    alpha, threshold, ddof, eps: see above (ddof / eps for GRPO's std).
+
+  Returns:
+    f32[num_groups, G, T] token advantages (0 outside ``token_mask`` and on invalid samples).
+  """
+  _check_ddof(ddof)
+  check_nonnegative(eps, "eps")
+  check_nonnegative(alpha, "alpha")
+  rewards, mask, layout = _prepare_dense(rewards, mask)
+  entropy = as_float(entropy)
+  check_rank(entropy, 3, "entropy")
+  check_shape(entropy[..., 0], rewards.shape, "entropy[..., 0]", "rewards")
+  token_mask = jnp.asarray(token_mask).astype(bool)
+  check_shape(token_mask, entropy.shape, "token_mask", "entropy")
+  tm = token_mask & mask[..., None]
+  h = jax.lax.stop_gradient(jnp.where(tm, entropy, 0.0))
+  stats = group_stats(rewards, mask, ddof=ddof, correct_threshold=threshold)
+  grpo_adv = _grpo_core(rewards, mask, layout, ddof, eps)[..., None]
+  h_max = jnp.max(jnp.where(tm, h, -jnp.inf), axis=-1, keepdims=True)
+  h_max = jnp.where(jnp.isfinite(h_max), h_max, 0.0)
+  correct = (rewards >= threshold)[..., None]
+  zvp = jnp.where(correct, alpha * h, -alpha * (h_max - h))
+  constant = stats.is_constant[:, None, None]
+  return jnp.where(tm, jnp.where(constant, zvp, grpo_adv), 0.0)
+
+
+def lens_rewards(rewards: Array, mask: Optional[Array], seq_logp: Array, lengths: Array, *,
+                 threshold: float = 0.5) -> Array:
+  """LENS calibrated rewards (Feng et al. 2025, "Don't Waste Mistakes", arXiv 2510.08696, §5.1, Eq. 10, 14).
+
+  With c_i ∈ {0, 1} correctness, π̄_i = exp(log π_old(y_i) / |y_i|) the length-normalised (geometric-mean)
+  sequence probability under the rollout policy:
+
+    r̃_i = c_i − (1 − c_i) · (1/G) · π̄_i / (D − π̄_i)
+    D   = max(D_imp, 2 · max_j π̄_j)  for a group with a correct sample, D_imp = [ (1/G) Σ_j c_j / π̄_j ]⁻¹
+    D   = 2 · max_j π̄_j              for an all-wrong group
+
+  Confident mistakes (π̄ close to D) are penalised most; the 1/G factor keeps every wrong answer below every
+  correct one. G counts the group's valid samples. r̃ ∈ [−1, 1]. Returns f32[num_groups, G] (0 on invalid).
+
+  Args:
+    rewards: f32[num_groups, G]; c_i = rewards >= threshold. mask: optional bool[num_groups, G].
+    seq_logp: f32[num_groups, G] Σ_t log π_old(y_t) of each response. lengths: int/f32[num_groups, G] |y_i|.
+  """
+  rewards, mask, layout = _prepare_dense(rewards, mask)
+  seq_logp, lengths = as_float(seq_logp), as_float(lengths)
+  check_shape(seq_logp, rewards.shape, "seq_logp", "rewards")
+  check_shape(lengths, rewards.shape, "lengths", "rewards")
+  c = jnp.where(mask, (rewards >= threshold).astype(rewards.dtype), 0.0)
+  pbar = jnp.where(mask, jnp.exp(seq_logp / jnp.maximum(lengths, 1.0)), 0.0)
+  count = layout.reduce(mask.astype(rewards.dtype))
+  inv = layout.reduce(jnp.where(mask & (c > 0), 1.0 / jnp.maximum(pbar, 1e-30), 0.0))
+  d_imp = _safe_div(count, inv)                                   # [(1/G) Σ c/π̄]⁻¹; 0 without a correct one
+  d = jnp.maximum(d_imp, 2.0 * jnp.max(pbar, axis=-1))
+  penalty = _safe_div(pbar, layout.gather(d) - pbar) / jnp.maximum(layout.gather(count), 1.0)
+  return jnp.where(mask, c - (1.0 - c) * penalty, 0.0)
+
+
+def lens(rewards: Array, mask: Optional[Array], seq_logp: Array, lengths: Array, *, alpha: float = 1.0,
+         threshold: float = 0.5, ddof: int = 1, eps: float = 1e-6) -> Array:
+  """LENS advantages (Feng et al. 2025, arXiv 2510.08696, §5.1 "Final Objective").
+
+  Mixed groups: GRPO's normalisation of the calibrated rewards r̃ (:func:`lens_rewards`). All-wrong
+  ("negative") groups: r̃ − mean_group(r̃) (de-meaning only, as the paper), scaled by ``alpha`` (the paper's
+  one hyper-parameter down-weighting these groups; the default 1 is ours, the paper tunes it). All-correct
+  groups: 0 (r̃ = 1 for all). Returns f32[num_groups, G].
+  """
+  _check_ddof(ddof)
+  check_nonnegative(eps, "eps")
+  check_nonnegative(alpha, "alpha")
+  calibrated = lens_rewards(rewards, mask, seq_logp, lengths, threshold=threshold)
+  rewards, mask, layout = _prepare_dense(rewards, mask)
+  negative = group_stats(rewards, mask, ddof=0, correct_threshold=threshold).all_incorrect[:, None]
+  mixed = _grpo_core(calibrated, mask, layout, ddof, eps)
+  centred = _dr_grpo_core(calibrated, mask, layout)
+  return jnp.where(mask, jnp.where(negative, alpha * centred, mixed), 0.0)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# GPG's estimator.
+# ----------------------------------------------------------------------------------------------------------
+
+
+def gpg(rewards: Array, mask: Optional[Array] = None, *, normalize_std: bool = True, ddof: int = 1,
+        eps: float = 1e-6) -> Array:
+  """GPG's advantage (Chu et al. 2025, arXiv 2504.02546): group-relative, rescaled for dead groups.
+
+  A_i = α · (r_i − mean_group(r)) / F,   F = std_group(r) + eps (``normalize_std``) or 1,
+  α = B / (B − M),   B valid samples in the batch, M of them in zero-variance groups (advantage 0)
+
+  α compensates for the samples that carry no gradient, so the batch's gradient is not shrunk by the share of
+  homogeneous groups (α = 1 when none). Returns f32[num_groups, G].
+  """
+  _check_ddof(ddof)
+  check_nonnegative(eps, "eps")
+  rewards, mask, layout = _prepare_dense(rewards, mask)
+  adv = _grpo_core(rewards, mask, layout, ddof, eps) if normalize_std else _dr_grpo_core(rewards, mask, layout)
+  stats = group_stats(rewards, mask, ddof=ddof)
+  total = jnp.sum(stats.count)
+  dead = jnp.sum(jnp.where(stats.is_constant, stats.count, 0.0))
+  scale = _safe_div(total, total - dead)
+  return jnp.where(mask, scale * adv, 0.0)

@@ -7,14 +7,23 @@ All losses take per-token arrays ``[B, T]`` with a response ``mask: bool[B, T]``
 
 Aggregation (``aggregation=``), with m the mask and l the per-token loss:
 
-* ``"token_mean"`` (DAPO, the NGRPO authors' code):        L = Σ_{b,t} m·l / N_tok
-* ``"seq_mean_token_mean"`` (GRPO Eq. 1, NGRPO Eq. 7):     L = Σ_b [Σ_t m·l / Σ_t m] / N_seq
-* ``"seq_mean_token_sum_norm"`` (Dr. GRPO):                L = Σ_{b,t} m·l / (N_seq · max_length)
+* ``"token_mean"`` (DAPO, the NGRPO authors' code; verl / TRL ``token-mean``):   L = Σ_{b,t} m·l / N_tok
+* ``"token_sum"`` (no normalisation):                                              L = Σ_{b,t} m·l
+* ``"seq_mean_token_sum"`` (verl / tunix ``seq-mean-token-sum``):                 L = Σ_b Σ_t m·l / N_seq
+* ``"seq_mean_token_mean"`` (GRPO Eq. 1, NGRPO Eq. 7; verl ``seq-mean-token-mean``, tunix
+  ``sequence-mean-token-mean``):                                                   L = Σ_b [Σ_t m·l / Σ_t m] / N_seq
+* ``"seq_mean_token_sum_norm"`` (Dr. GRPO, arXiv 2503.20783 §3.2; verl ``seq-mean-token-sum-norm`` with
+  ``loss_scale_factor = max_length``):                                             L = Σ_{b,t} m·l / (N_seq · max_length)
+* ``"sequence_mean_token_scale"`` (tunix's name): the same formula as ``seq_mean_token_sum_norm`` — tunix
+  computes Σ_b (Σ_t m·l) / norm / N_seq with norm the response width; kept as its own name so a tunix config
+  translates by name. (tunix's ``sequence-mean-token-sum-norm`` divides by N_seq only, i.e. our
+  ``seq_mean_token_sum``; verl before its ``loss_scale_factor`` divided Σ m·l by the width only.)
 
 ``N_tok`` / ``N_seq`` default to this batch's valid-token count / number of rows with at least one valid
 token. **Gradient accumulation**: pass ``normalizer=batch_normalizer(full_mask, aggregation)`` computed on the
 *full* batch to every micro-batch (split along B); then the sum of the micro-batch losses (and gradients)
-equals the full-batch loss exactly. Rows without valid tokens contribute nothing; masked tokens never leak
+equals the full-batch loss exactly, for every mode (tested per mode; the peers' bug class TRL #3021,
+verl #2776 is a micro-batch normalised by its own count). Rows without valid tokens contribute nothing; masked tokens never leak
 (inputs are sanitised with a double ``where``, so NaN/inf at masked positions cannot reach values or grads).
 """
 from typing import Optional
@@ -27,8 +36,11 @@ from ngrpo_jax._checks import as_float, check_nonnegative, check_rank, check_sha
 Array = jax.Array  # (the math core needs only jax and numpy at run time)
 
 # The names the ``aggregation=`` and ``estimator=`` arguments accept (configs validate against these).
-AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
-KL_ESTIMATORS = ("k1", "k2", "k3")
+AGGREGATIONS = ("token_mean", "token_sum", "seq_mean_token_sum", "seq_mean_token_mean", "seq_mean_token_sum_norm",
+                "sequence_mean_token_scale")
+# Modes divided by a constant length (``max_length``).
+_LENGTH_NORMALISED = ("seq_mean_token_sum_norm", "sequence_mean_token_scale")
+KL_ESTIMATORS = ("k1", "k2", "k3", "k3_plus")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -39,10 +51,10 @@ KL_ESTIMATORS = ("k1", "k2", "k3")
 def _check_aggregation(aggregation, max_length):
   if aggregation not in AGGREGATIONS:
     raise ValueError(f"`aggregation` must be one of {AGGREGATIONS}, got {aggregation!r}.")
-  if aggregation == "seq_mean_token_sum_norm":
+  if aggregation in _LENGTH_NORMALISED:
     if max_length is None or not isinstance(max_length, (int, float)) or max_length <= 0:
       raise ValueError("`max_length` (a constant > 0, e.g. the generation budget) is required for "
-                       f"aggregation='seq_mean_token_sum_norm', got {max_length!r}.")
+                       f"aggregation={aggregation!r}, got {max_length!r}.")
 
 
 def _mask(mask, shape, ref_name):
@@ -76,8 +88,9 @@ def _sanitise(x, mask):
 def batch_normalizer(mask: Array, aggregation: str) -> Array:
   """The denominator ``aggregate`` uses by default, computed over a (full) batch's ``mask: bool[B, T]``.
 
-  Returns the valid-token count for ``"token_mean"`` and the number of rows with >= 1 valid token for the
-  sequence-level modes. Pass it as ``normalizer=`` to every micro-batch for exact gradient accumulation.
+  Returns the valid-token count for ``"token_mean"``, 1 for ``"token_sum"`` and the number of rows with >= 1
+  valid token for the sequence-level modes. Pass it as ``normalizer=`` to every micro-batch for exact gradient
+  accumulation.
   """
   if aggregation not in AGGREGATIONS:
     raise ValueError(f"`aggregation` must be one of {AGGREGATIONS}, got {aggregation!r}.")
@@ -86,6 +99,8 @@ def batch_normalizer(mask: Array, aggregation: str) -> Array:
   mask = mask.astype(bool)
   if aggregation == "token_mean":
     return jnp.sum(mask).astype(jnp.float32)
+  if aggregation == "token_sum":
+    return jnp.ones((), jnp.float32)
   return jnp.sum(jnp.any(mask, axis=-1)).astype(jnp.float32)
 
 
@@ -97,9 +112,10 @@ def aggregate(per_token: Array, mask: Array, *, aggregation: str = "seq_mean_tok
     per_token: f32[B, T].
     mask: bool[B, T] of valid (response) tokens.
     aggregation: one of ``AGGREGATIONS``.
-    normalizer: optional scalar N_tok (token_mean) or N_seq (sequence modes) of the full batch; defaults to
-      ``batch_normalizer(mask, aggregation)``. A zero normaliser gives a loss of 0, not NaN.
-    max_length: constant length L for ``"seq_mean_token_sum_norm"`` (required there, ignored otherwise).
+    normalizer: optional scalar N_tok (token_mean), 1 (token_sum) or N_seq (sequence modes) of the full batch;
+      defaults to ``batch_normalizer(mask, aggregation)``. A zero normaliser gives a loss of 0, not NaN.
+    max_length: constant length L for ``"seq_mean_token_sum_norm"`` / ``"sequence_mean_token_scale"``
+      (required there, ignored otherwise).
 
   Returns:
     f32 scalar.
@@ -110,7 +126,7 @@ def aggregate(per_token: Array, mask: Array, *, aggregation: str = "seq_mean_tok
   if normalizer is None:
     normalizer = batch_normalizer(mask, aggregation)
   normalizer = jnp.asarray(normalizer, per_token.dtype)
-  if aggregation == "token_mean":
+  if aggregation in ("token_mean", "token_sum", "seq_mean_token_sum"):
     total = jnp.sum(x)
   elif aggregation == "seq_mean_token_mean":
     lengths = jnp.sum(mask, axis=-1).astype(per_token.dtype)
@@ -150,7 +166,7 @@ def _check_clip_args(eps_pos, eps_neg, dual_clip):
     raise ValueError(f"`dual_clip` must be None or a number > 1, got {dual_clip!r}.")
 
 
-def _policy_inputs(logp, old_logp, advantages, mask, stop_gradient_advantages):
+def policy_inputs(logp, old_logp, advantages, mask, stop_gradient_advantages):
   """Checks shapes; returns (logp, old_logp, advantages, mask), all [B, T], zero at masked tokens.
 
   ``old_logp`` is under ``stop_gradient``; ``advantages`` too when ``stop_gradient_advantages``; a per-sequence
@@ -201,7 +217,7 @@ def clipped_surrogate(logp: Array, old_logp: Array, advantages: Array, mask: Arr
     f32[B, T] per-token loss l (to minimise); 0 at masked tokens, whatever the inputs hold there.
   """
   _check_clip_args(eps_pos, eps_neg, dual_clip)
-  logp, old_logp, adv, _ = _policy_inputs(logp, old_logp, advantages, mask, stop_gradient_advantages)
+  logp, old_logp, adv, _ = policy_inputs(logp, old_logp, advantages, mask, stop_gradient_advantages)
   ratio = jnp.exp(logp - old_logp)
   clipped_ratio = jnp.clip(ratio, 1.0 - eps_neg, 1.0 + eps_pos)
   per_token = jnp.maximum(-adv * ratio, -adv * clipped_ratio)
@@ -225,7 +241,7 @@ def clip_diagnostics(logp: Array, old_logp: Array, advantages: Array, mask: Arra
   """
   _check_clip_args(eps_pos, eps_neg, dual_clip)
   sg = jax.lax.stop_gradient
-  logp, old_logp, adv, mask = _policy_inputs(logp, old_logp, advantages, mask, True)
+  logp, old_logp, adv, mask = policy_inputs(logp, old_logp, advantages, mask, True)
   log_ratio = sg(logp - old_logp)
   ratio = jnp.exp(log_ratio)
   pos = mask & (adv > 0)
@@ -287,44 +303,71 @@ def kl_per_token(logp: Array, ref_logp: Array, *, estimator: str = "k3",
   """Per-token estimators of KL(π_θ‖π_ref) from samples of π_θ (Schulman 2020, "Approximating KL").
 
   With x = log π_ref − log π_θ:  k1 = −x,  k2 = ½ x²,  k3 = eˣ − 1 − x (>= 0, unbiased, low variance; the
-  GRPO paper's Eq. 4). k3 is evaluated as ``expm1(x) − x`` for accuracy near x = 0. ``clip_max`` optionally
-  caps the per-token value (verl / the NGRPO authors cap k3 at 10); None (default) leaves it uncapped.
+  GRPO paper's Eq. 4). k3 is evaluated as ``expm1(x) − x`` for accuracy near x = 0.
+
+  ``"k3_plus"`` is the straight-through estimator: the value of k3 with the gradient of k2,
+  ``k2 + stop_gradient(k3 − k2)`` (verl's ``low_var_kl+`` / ``k3+``). Its gradient ∇½x² = −x ∇log π_θ is the
+  score-function form whose expectation under π_θ is ∇KL(π_θ‖π_ref) when the loss is a mean over sampled
+  tokens, while the logged value stays the non-negative, low-variance k3.
+
+  ``clip_max`` optionally caps the per-token value (verl / the NGRPO authors cap k3 at 10); None (default)
+  leaves it uncapped.
   """
   if estimator not in KL_ESTIMATORS:
     raise ValueError(f"`estimator` must be one of {KL_ESTIMATORS}, got {estimator!r}.")
   if clip_max is not None and (not isinstance(clip_max, (int, float)) or not clip_max > 0):
     raise ValueError(f"`clip_max` must be None or a number > 0, got {clip_max!r}.")
   x = as_float(ref_logp) - as_float(logp)
+  k3 = lambda: jnp.maximum(jnp.expm1(x) - x, 0.0)
   if estimator == "k1":
     out = -x
   elif estimator == "k2":
     out = 0.5 * x * x
+  elif estimator == "k3":
+    out = k3()
   else:
-    out = jnp.maximum(jnp.expm1(x) - x, 0.0)
+    k2 = 0.5 * x * x
+    out = k2 + jax.lax.stop_gradient(k3() - k2)
   return out if clip_max is None else jnp.minimum(out, clip_max)
 
 
 def kl_penalty(logp: Array, ref_logp: Array, mask: Array, *, estimator: str = "k3",
                aggregation: str = "seq_mean_token_mean", normalizer: Optional[Array] = None,
-               max_length: Optional[int] = None, clip_max: Optional[float] = None) -> tuple[Array, dict]:
+               max_length: Optional[int] = None, clip_max: Optional[float] = None,
+               old_logp: Optional[Array] = None) -> tuple[Array, dict]:
   """KL(π_θ‖π_ref) penalty aggregated over response tokens (GRPO, Shao et al. 2024, Eq. 3–4).
+
+  With ``old_logp`` (log π_old, the policy that sampled the tokens) each token's estimate is weighted by the
+  importance ratio ρ_t = π_θ / π_old, gradient included:
+
+    D_t = ρ_t · k(t),   ρ_t = exp(log π_θ − sg(log π_old))
+
+  DeepSeek-V3.2's unbiased KL estimate (arXiv 2512.02556, §3.1, "Unbiased KL Estimate", with k = k3): the
+  tokens come from π_old, not π_θ, so the unweighted k3 (and its gradient) is biased once π_θ ≠ π_old;
+  E_{π_old}[ρ·k3] = KL(π_θ‖π_ref) and its gradient is ∇KL exactly. At ρ = 1 it equals the plain estimate.
 
   Args:
     logp: f32[B, T] log π_θ (differentiated).
     ref_logp: f32[B, T] log π_ref (constant).
     mask: bool[B, T].
-    estimator: "k1", "k2" or "k3" (default, the GRPO paper's).
+    estimator: "k1", "k2", "k3" (default, the GRPO paper's) or "k3_plus" (see :func:`kl_per_token`).
     clip_max: optional cap of the per-token estimate (see :func:`kl_per_token`).
     aggregation / normalizer / max_length: as :func:`aggregate`.
+    old_logp: optional f32[B, T] log π_old (constant) for the importance-weighted form.
 
   Returns:
-    (kl, {"kl_mean": token-mean of the estimator, "kl_max": its max over valid tokens}). Multiply by β and
-    add to the loss.
+    (kl, {"kl_mean": token-mean of the (weighted) estimate, "kl_max": its max over valid tokens}). Multiply by
+    β and add to the loss.
   """
   _check_aggregation(aggregation, max_length)
   logp, ref_logp, mask = _token_arrays(mask, logp=logp, ref_logp=ref_logp)
-  per_token = kl_per_token(_sanitise(logp, mask), _sanitise(jax.lax.stop_gradient(ref_logp), mask),
+  logp = _sanitise(logp, mask)
+  per_token = kl_per_token(logp, _sanitise(jax.lax.stop_gradient(ref_logp), mask),
                            estimator=estimator, clip_max=clip_max)
+  if old_logp is not None:
+    old_logp = as_float(old_logp)
+    check_shape(old_logp, logp.shape, "old_logp", "logp")
+    per_token = per_token * jnp.exp(logp - _sanitise(jax.lax.stop_gradient(old_logp), mask))
   loss = aggregate(per_token, mask, aggregation=aggregation, normalizer=normalizer, max_length=max_length)
   mean, _, mx = _masked_stats(jax.lax.stop_gradient(per_token), mask)
   return loss, {"kl_mean": mean, "kl_max": mx}

@@ -620,7 +620,8 @@ def left_pad(seqs: Sequence[Sequence[int]], length: int, pad_id: int, *,
 
 def make_sampler(config: qwen2.Qwen2Config, *, num_samples: int, max_new_tokens: int, temperature: float = 1.0,
                  top_p: float = 1.0, top_k: int = 0, min_p: float = 0.0,
-                 stop_token_ids: Optional[Sequence[int]] = None, pad_token_id: Optional[int] = None):
+                 stop_token_ids: Optional[Sequence[int]] = None, pad_token_id: Optional[int] = None,
+                 return_sampling_logprobs: bool = False):
   """``sample(params, prompt_tokens, prompt_mask, key, stream_ids=None) -> GenerateOutput`` with host arrays.
 
   :func:`generate` with fixed settings (G = ``num_samples`` responses per left-padded prompt), its result
@@ -633,7 +634,8 @@ def make_sampler(config: qwen2.Qwen2Config, *, num_samples: int, max_new_tokens:
   def sample(params, prompt_tokens, prompt_mask, key, stream_ids=None) -> GenerateOutput:
     out = generate(params, config, prompt_tokens, prompt_mask, key, max_new_tokens=max_new_tokens,
                    temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p, stop_token_ids=stop_token_ids,
-                   num_samples=num_samples, pad_token_id=pad_token_id, stream_ids=stream_ids)
+                   num_samples=num_samples, pad_token_id=pad_token_id, stream_ids=stream_ids,
+                   return_sampling_logprobs=return_sampling_logprobs)
     return jax.device_get(out)
 
   return sample

@@ -331,9 +331,11 @@ def train_state_shardings(config, state, mesh: Mesh):
   params_sh = param_shardings(config, state.params, mesh)
   rep = replicated(mesh)
   ref = None if state.ref_params is None else param_shardings(config, state.ref_params, mesh)
+  controllers = getattr(state, "controllers", None)
   return state.replace(
       step=rep, rng=rep, data_position=rep, params=params_sh,
-      opt_state=follow_params_shardings(state.opt_state, state.params, params_sh, mesh), ref_params=ref)
+      opt_state=follow_params_shardings(state.opt_state, state.params, params_sh, mesh), ref_params=ref,
+      controllers=None if controllers is None else jax.tree_util.tree_map(lambda _: rep, controllers))
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -346,3 +346,167 @@ def test_gae_vs_looped_numpy(variant, gamma, lam):
   a, ret = variant(adv.gae, static_argnames=("gamma", "lam"))(rewards, values, mask, gamma=gamma, lam=lam)
   exp_a, exp_ret = ref_gae(rewards, values, mask, gamma, lam)
   chex.assert_trees_all_close((np.asarray(a), np.asarray(ret)), (exp_a, exp_ret), rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Batch-normalised estimators, GDPO, RL-ZVP, LENS, GPG (float64 loops from the papers' formulas).
+# ------------------------------------------------------------------------------------------------------
+
+
+def _mixed_rewards(seed=0, n=5, g=6, binary=False):
+  rng = np.random.default_rng(seed)
+  r = rng.integers(0, 2, (n, g)).astype(np.float32) if binary else rng.normal(size=(n, g)).astype(np.float32)
+  r[1] = r[1, 0]                                     # a homogeneous group
+  mask = np.ones((n, g), bool)
+  mask[2, 4:] = False                                # a padded group
+  return r, mask
+
+
+def _np_std(x, ddof):
+  x = np.asarray(x, np.float64)
+  return np.sqrt(((x - x.mean()) ** 2).sum() / (len(x) - ddof)) if len(x) > ddof else 0.0
+
+
+def test_reinforce_pp_and_baseline_and_batch_std_vs_numpy(variant):
+  r, mask = _mixed_rewards(1)
+  vals = r.astype(np.float64)[mask]
+  eps = 1e-6
+  want = np.zeros(r.shape)
+  want[mask] = (vals - vals.mean()) / (_np_std(vals, 1) + eps)
+  np.testing.assert_allclose(variant(adv.reinforce_pp)(r, mask), want, rtol=1e-4, atol=1e-6)
+  centred = np.zeros(r.shape)
+  for i in range(r.shape[0]):
+    v = r[i, mask[i]].astype(np.float64)
+    centred[i, mask[i]] = v - v.mean()
+  c = centred[mask]
+  want_b = np.zeros(r.shape)
+  want_b[mask] = (c - c.mean()) / (_np_std(c, 1) + eps)
+  np.testing.assert_allclose(variant(adv.reinforce_pp_baseline)(r, mask), want_b, rtol=1e-4, atol=1e-6)
+  want_s = np.where(mask, centred / (_np_std(vals, 1) + eps), 0.0)
+  np.testing.assert_allclose(variant(adv.grpo_batch_std)(r, mask), want_s, rtol=1e-4, atol=1e-6)
+  assert np.all(np.asarray(adv.grpo_batch_std(r, mask))[1] == 0)    # homogeneous group: 0
+
+
+@hypothesis.settings(max_examples=30, deadline=None, derandomize=True)
+@hypothesis.given(st.floats(-50, 50), st.floats(0.1, 10))
+def test_batch_normalised_estimators_shift_invariant_scale_equivariant(shift, scale):
+  r, mask = _mixed_rewards(2)
+  for fn, equivariant in ((adv.grpo_batch_std, True), (adv.reinforce_pp, False), (adv.reinforce_pp_baseline, False)):
+    base = np.asarray(fn(r, mask, eps=0.0))
+    shifted = np.asarray(fn((r + shift).astype(np.float32), mask, eps=0.0))
+    np.testing.assert_allclose(shifted, base, rtol=2e-3, atol=2e-3, err_msg=fn.__name__)
+    scaled = np.asarray(fn((r * scale).astype(np.float32), mask, eps=0.0))
+    np.testing.assert_allclose(scaled, base, rtol=2e-3, atol=2e-3, err_msg=fn.__name__)
+  del equivariant
+
+
+def test_gdpo_vs_numpy_and_one_component_is_grpo(variant):
+  rng = np.random.default_rng(3)
+  r = np.stack([rng.integers(0, 2, (4, 6)), rng.integers(0, 2, (4, 6)) * 0.5], -1).astype(np.float32)
+  mask = np.ones((4, 6), bool)
+  mask[3, 5] = False
+  w = (1.0, 2.0)
+  per = np.zeros((4, 6, 2))
+  for k in range(2):
+    for i in range(4):
+      per[i, mask[i], k] = ref_group(r[i, mask[i], k], "grpo")
+  total = per[..., 0] * w[0] + per[..., 1] * w[1]
+  t = total[mask]
+  want = np.where(mask, (total - t.mean()) / (_np_std(t, 1) + 1e-6), 0.0)
+  fn = variant(adv.gdpo, static_argnames=("weights", "batch_normalize"))
+  np.testing.assert_allclose(fn(r, mask, weights=w), want, rtol=1e-4, atol=1e-5)
+  one = r[..., :1]
+  np.testing.assert_allclose(fn(one, mask, batch_normalize=False), adv.grpo(one[..., 0], mask), rtol=1e-6)
+  g = np.asarray(adv.grpo(one[..., 0], mask), np.float64)[mask]
+  np.testing.assert_allclose(np.asarray(fn(one, mask))[mask], (g - g.mean()) / (_np_std(g, 1) + 1e-6), rtol=1e-4,
+                             atol=1e-5)
+  # Decoupling: two reward combinations GRPO maps to the same advantage stay apart under GDPO.
+  # (correct, format) = (1, 1) vs (0, 0) and (1, 0) vs (0, 0): GRPO on the summed reward gives both groups
+  # the same advantages, GDPO keeps the first (better on both components) apart.
+  combos = np.asarray([[[1, 1], [0, 0]], [[1, 0], [0, 0]]], np.float32)
+  summed = np.asarray(adv.grpo(combos.sum(-1)))
+  np.testing.assert_allclose(summed[0], summed[1], rtol=1e-6)
+  gd = np.asarray(adv.gdpo(combos, batch_normalize=False))
+  np.testing.assert_allclose(gd[0], 2 * gd[1], rtol=1e-5)
+  assert gd[0, 0] > gd[1, 0] > 0
+  with pytest.raises(ValueError, match="weights"):
+    adv.gdpo(r, mask, weights=(1.0,))
+
+
+def test_rl_zvp_vs_numpy(variant):
+  r = np.array([[1, 0, 1, 0], [1, 1, 1, 1], [0, 0, 0, 0]], np.float32)
+  rng = np.random.default_rng(4)
+  h = rng.uniform(0, 3, (3, 4, 5)).astype(np.float32)
+  tm = np.ones((3, 4, 5), bool)
+  tm[:, :, 3:] = np.arange(4)[None, :, None] % 2 == 0        # shorter responses
+  got = np.asarray(variant(adv.rl_zvp, static_argnames=("alpha",))(r, None, h, tm, alpha=0.1))
+  for i in range(3):
+    for j in range(4):
+      ts = np.nonzero(tm[i, j])[0]
+      if i == 0:
+        want = ref_group(r[0], "grpo")[j]
+        np.testing.assert_allclose(got[i, j, ts], want, rtol=1e-5)
+      elif i == 1:
+        np.testing.assert_allclose(got[i, j, ts], 0.1 * h[i, j, ts], rtol=1e-5)
+      else:
+        np.testing.assert_allclose(got[i, j, ts], -0.1 * (h[i, j, ts].max() - h[i, j, ts]), rtol=1e-5, atol=1e-7)
+      assert np.all(got[i, j, ~tm[i, j]] == 0)
+  # Not a function of the entropy's gradient: it is treated as a constant.
+  g = jax.grad(lambda e: jnp.sum(adv.rl_zvp(r, None, e, tm)))(jnp.asarray(h))
+  assert np.all(np.asarray(g) == 0)
+
+
+def ref_lens(r, seq_logp, lengths):
+  """§5.1 of arXiv 2510.08696 for one group, float64."""
+  g = len(r)
+  c = (np.asarray(r) >= 0.5).astype(np.float64)
+  pbar = np.exp(np.asarray(seq_logp, np.float64) / np.asarray(lengths, np.float64))
+  if c.sum() > 0:
+    d_imp = 1.0 / (np.sum(c / pbar) / g)
+    d = max(d_imp, 2 * pbar.max())
+  else:
+    d = 2 * pbar.max()
+  return c - (1 - c) * (1.0 / g) * pbar / (d - pbar)
+
+
+def test_lens_vs_numpy(variant):
+  r = np.array([[1, 0, 0, 1, 0], [0, 0, 0, 0, 0], [1, 1, 1, 1, 1]], np.float32)
+  rng = np.random.default_rng(5)
+  lengths = rng.integers(3, 9, r.shape).astype(np.float32)
+  seq_logp = (-rng.uniform(0.1, 1.5, r.shape) * lengths).astype(np.float32)
+  cal = np.asarray(variant(adv.lens_rewards)(r, None, seq_logp, lengths))
+  for i in range(3):
+    np.testing.assert_allclose(cal[i], ref_lens(r[i], seq_logp[i], lengths[i]), rtol=1e-5, atol=1e-7)
+  assert np.all(cal >= -1) and np.all(cal <= 1)
+  a = np.asarray(variant(adv.lens, static_argnames=("alpha",))(r, None, seq_logp, lengths, alpha=0.5))
+  np.testing.assert_allclose(a[0], ref_group(ref_lens(r[0], seq_logp[0], lengths[0]), "grpo"), rtol=1e-4)
+  neg = ref_lens(r[1], seq_logp[1], lengths[1])
+  np.testing.assert_allclose(a[1], 0.5 * (neg - neg.mean()), rtol=1e-5, atol=1e-7)
+  assert np.all(a[2] == 0)
+  # The most confident mistake of the all-wrong group is pushed down hardest.
+  pbar = np.exp(seq_logp[1] / lengths[1])
+  assert np.argmin(a[1]) == np.argmax(pbar)
+
+
+def test_gpg_estimator_vs_numpy(variant):
+  r, mask = _mixed_rewards(6, binary=True)
+  got = np.asarray(variant(adv.gpg, static_argnames=("normalize_std",))(r, mask))
+  total = mask.sum()
+  dead = sum(mask[i].sum() for i in range(r.shape[0]) if len(set(r[i, mask[i]].tolist())) == 1)
+  alpha = total / (total - dead)
+  for i in range(r.shape[0]):
+    np.testing.assert_allclose(got[i, mask[i]], alpha * ref_group(r[i, mask[i]], "grpo"), rtol=1e-5, atol=1e-7)
+  raw = np.asarray(adv.gpg(r, mask, normalize_std=False))
+  for i in range(r.shape[0]):
+    v = r[i, mask[i]].astype(np.float64)
+    np.testing.assert_allclose(raw[i, mask[i]], alpha * (v - v.mean()), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("fn", [adv.reinforce_pp, adv.reinforce_pp_baseline, adv.grpo_batch_std, adv.gpg])
+def test_batch_estimators_vmap_and_grad_safe(fn):
+  rs = [_mixed_rewards(s)[0] for s in (7, 8)]
+  got = np.asarray(jax.vmap(fn)(np.stack(rs)))
+  for i, r in enumerate(rs):
+    np.testing.assert_allclose(got[i], np.asarray(fn(r)), rtol=1e-5, atol=1e-6)
+  g = jax.grad(lambda r: jnp.sum(fn(r) * jnp.arange(r.size).reshape(r.shape)))(jnp.asarray(rs[0]))
+  assert np.all(np.isfinite(np.asarray(g)))

@@ -146,3 +146,49 @@ def test_user_functions_by_import_path(tmp_path, monkeypatch):
             "response_mask": np.ones((2, 3), bool)})
   np.testing.assert_allclose(out["seq_advantages"], [1.0, -1.0])
   sys.modules.pop("user_rl_fns", None)
+
+
+def test_new_presets_round_trip_through_the_config_dict_and_declare_what_they_need():
+  for name in ("grpo_kl_in_reward", "adaptive_entropy", "high_entropy", "gdpo", "lens", "rl_zvp", "kl_cov"):
+    cfg = config.ExperimentConfig(algorithm=algorithms.PRESETS[name])
+    assert config.from_config_dict(config.to_config_dict(cfg)) == cfg, name
+  kl = algorithms.PRESETS["grpo_kl_in_reward"]
+  assert kl.uses_reference and kl.initial_controllers() == {"kl_coef": 0.001}
+  assert config.state_structure(kl)["controllers"] == ["kl_coef"]
+  assert config.state_structure(algorithms.PRESETS["grpo"])["controllers"] is None
+  assert algorithms.PRESETS["adaptive_entropy"].initial_controllers() == {"entropy_coef": 0.0,
+                                                                          "entropy_coef_applied": 0.0}
+  assert "old_entropy" in algorithms.PRESETS["high_entropy"].needs
+  assert algorithms.PRESETS["grpo_unbiased_kl"].term("kl_to_reference").kwargs == (
+      ("estimator", "k3"), ("importance_weighted", True))
+
+
+def test_new_fields_and_terms_are_validated():
+  with pytest.raises(ValueError, match="reward_kl_target"):
+    algorithms.Algorithm(name="x", reward_kl_target=0.1)
+  with pytest.raises(ValueError, match="reward_kl_coef"):
+    algorithms.Algorithm(name="x", reward_kl_coef=-1.0)
+  with pytest.raises(ValueError, match="may not be called"):
+    objective.Term("kl_cov", 1.0, {"coef": 2.0})
+  with pytest.raises(ValueError, match="cannot take the arguments"):
+    algorithms.Algorithm(name="x", objective=(objective.Term("gspo", 1.0, {"eps": 0.1}),))
+  with pytest.raises(ValueError, match="is_level"):
+    rollout.RolloutConfig(is_level="row")
+  with pytest.raises(ValueError, match="reject"):
+    rollout.RolloutConfig(reject="always")
+
+
+def test_cpu_switches_swap_pieces_by_registry_name():
+  from experiments.configs import cpu  # pylint: disable=g-import-not-at-top
+  cfg = cpu.build("smoke,advantage=pkpo,policy=cispo,term=adaptive_entropy_bonus,aggregation=token_sum")
+  algo = cfg.algorithm
+  assert algo.advantage == "pkpo" and dict(algo.advantage_kwargs) == {"k": 4}
+  assert algo.term("policy_gradient") is None and dict(algo.term("cispo").kwargs) == {"eps_high": 0.28}
+  assert algo.term("adaptive_entropy_bonus") is not None and algo.aggregation == "token_sum"
+  cd = cpu.get_config("smoke,advantage=gdpo")
+  assert cd.algorithm.advantage_kwargs.batch_normalize is True      # defaults present: overridable by flag
+  assert cpu.build("gspo").algorithm.term("gspo") is not None
+  with pytest.raises(ValueError, match="unknown switches"):
+    cpu.build("smoke,polcy=gspo")
+  with pytest.raises(ValueError, match="unknown objective term"):
+    cpu.build("smoke,policy=nope")

@@ -41,16 +41,23 @@ def ref_per_token(logp, old, adv, mask, eps_pos, eps_neg, dual_clip=None):
 
 
 def ref_aggregate(per_token, mask, mode, normalizer=None, max_length=MAX_LEN):
+  """float64 loops of the six aggregation formulas (losses module docstring)."""
   b_, t_ = per_token.shape
   rows = [[float(per_token[b, t]) for t in range(t_) if mask[b, t]] for b in range(b_)]
   if mode == "token_mean":
     n = sum(len(r) for r in rows) if normalizer is None else normalizer
+    return sum(sum(r) for r in rows) / n if n else 0.0
+  if mode == "token_sum":
+    n = 1.0 if normalizer is None else normalizer
     return sum(sum(r) for r in rows) / n if n else 0.0
   n = sum(1 for r in rows if r) if normalizer is None else normalizer
   if not n:
     return 0.0
   if mode == "seq_mean_token_mean":
     return sum(sum(r) / len(r) for r in rows if r) / n
+  if mode == "seq_mean_token_sum":
+    return sum(sum(r) for r in rows) / n
+  assert mode in ("seq_mean_token_sum_norm", "sequence_mean_token_scale"), mode
   return sum(sum(r) for r in rows) / (max_length * n)
 
 
@@ -66,7 +73,8 @@ def _batch(seed=0, b=6, t=5, per_seq_adv=True):
 
 
 def _agg_kw(agg):
-  return dict(aggregation=agg, max_length=MAX_LEN) if agg == "seq_mean_token_sum_norm" else dict(aggregation=agg)
+  return dict(aggregation=agg, max_length=MAX_LEN) if agg in ("seq_mean_token_sum_norm", "sequence_mean_token_scale") \
+      else dict(aggregation=agg)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -179,8 +187,11 @@ def test_symmetric_clip_equals_ppo_value_and_gradient(agg):
   lengths = mask.sum(-1, keepdims=True)
   n_seq = mask.any(-1).sum()
   w = {"token_mean": np.full(logp.shape, 1.0 / mask.sum()),
+       "token_sum": np.ones(logp.shape),
+       "seq_mean_token_sum": np.full(logp.shape, 1.0 / n_seq),
        "seq_mean_token_mean": 1.0 / (np.maximum(lengths, 1) * n_seq) * np.ones(logp.shape),
-       "seq_mean_token_sum_norm": np.full(logp.shape, 1.0 / (MAX_LEN * n_seq))}[agg]
+       "seq_mean_token_sum_norm": np.full(logp.shape, 1.0 / (MAX_LEN * n_seq)),
+       "sequence_mean_token_scale": np.full(logp.shape, 1.0 / (MAX_LEN * n_seq))}[agg]
   exp_grad = np.where(mask & ~clipped, -a_tok * r * w, 0.0)
   np.testing.assert_allclose(np.asarray(grad), exp_grad, rtol=1e-5, atol=1e-8)
 
@@ -311,11 +322,54 @@ def test_kl_penalty_vs_numpy(variant, estimator):
   kl_penalty = variant(losses.kl_penalty, static_argnames=("estimator", "aggregation"))
   loss, diag = kl_penalty(logp, ref, mask, estimator=estimator, aggregation="token_mean")
   x = (ref - logp).astype(np.float64)[mask]
-  per = {"k1": -x, "k2": 0.5 * x ** 2, "k3": np.exp(x) - 1 - x}[estimator]
+  per = {"k1": -x, "k2": 0.5 * x ** 2, "k3": np.exp(x) - 1 - x, "k3_plus": np.exp(x) - 1 - x}[estimator]
   np.testing.assert_allclose(float(loss), per.mean(), rtol=1e-4)
   np.testing.assert_allclose(float(diag["kl_max"]), per.max(), rtol=1e-4)
   same, _ = kl_penalty(logp, logp, mask, estimator=estimator, aggregation="token_mean")
   assert float(same) == 0.0
+
+
+def test_k3_plus_has_k3_value_and_k2_gradient(variant):
+  logp, ref, _, mask = _batch(seed=8)
+  f = lambda est: variant(lambda lp: losses.kl_penalty(lp, ref, mask, estimator=est, aggregation="token_mean")[0])
+  v3p, g3p = jax.value_and_grad(f("k3_plus"))(jnp.asarray(logp))
+  v3, _ = jax.value_and_grad(f("k3"))(jnp.asarray(logp))
+  _, g2 = jax.value_and_grad(f("k2"))(jnp.asarray(logp))
+  np.testing.assert_allclose(float(v3p), float(v3), rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(g3p), np.asarray(g2), rtol=1e-6, atol=1e-9)
+  # numpy: d/dlogp ½ (ref − logp)² = −(ref − logp) / N_tok on valid tokens.
+  np.testing.assert_allclose(np.asarray(g3p), np.where(mask, -(ref - logp) / mask.sum(), 0.0), rtol=1e-5, atol=1e-8)
+
+
+def test_ratio_weighted_k3_is_unbiased_for_kl_and_its_gradient():
+  """DeepSeek-V3.2's form: E_{y~π_old}[ρ(y)·k3(y)] = KL(π_θ‖π_ref) exactly, value and gradient (float64
+  numpy over a 5-token vocabulary), while the unweighted k3 under π_old samples is biased."""
+  rng = np.random.default_rng(0)
+  z, z_old, z_ref = (rng.normal(size=5) for _ in range(3))
+  log_softmax = lambda v: v - np.log(np.sum(np.exp(v)))
+  old, ref = log_softmax(z_old), log_softmax(z_ref)
+
+  def expected(zt, weighted):
+    lp = jax.nn.log_softmax(zt)
+    per = []
+    for y in range(5):   # each vocabulary entry as one sampled token, weighted by π_old(y)
+      kw = {"old_logp": jnp.asarray([[old[y]]], jnp.float32)} if weighted else {}
+      per.append(losses.kl_penalty(lp[y][None, None], jnp.asarray([[ref[y]]], jnp.float32),
+                                   np.ones((1, 1), bool), estimator="k3", aggregation="token_sum", **kw)[0])
+    return jnp.sum(jnp.exp(jnp.asarray(old, jnp.float32)) * jnp.stack(per))
+
+  def true_kl(zt):
+    lp = jax.nn.log_softmax(zt)
+    return jnp.sum(jnp.exp(lp) * (lp - jnp.asarray(ref, jnp.float32)))
+
+  zt = jnp.asarray(z, jnp.float32)
+  val, grad = jax.value_and_grad(lambda v: expected(v, True))(zt)
+  kl_val, kl_grad = jax.value_and_grad(true_kl)(zt)
+  lp64 = log_softmax(z)
+  np.testing.assert_allclose(float(val), np.sum(np.exp(lp64) * (lp64 - ref)), rtol=1e-5)
+  np.testing.assert_allclose(float(val), float(kl_val), rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(grad), np.asarray(kl_grad), rtol=1e-4, atol=1e-6)
+  assert abs(float(expected(zt, False)) - float(kl_val)) > 1e-3     # the unweighted estimate is biased here
 
 
 @hypothesis.settings(max_examples=50, deadline=None, derandomize=True)

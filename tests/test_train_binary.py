@@ -134,3 +134,83 @@ def test_full_default_run(tmp_path):
   lo, hi = before["ci"]["1"]
   assert after["pass_at_k"]["1"] >= before["pass_at_k"]["1"] - (hi - lo) / 2, (before, after)
   assert after.get("answered_share", 100.0) >= 50.0        # the answer format survives RL
+
+
+# ------------------------------------------------------------------------------------------------------
+# The methods of docs/algorithms.md from the command line: a shared warm-started policy, then a few RL steps
+# per registry name, checking that log-probs moved with the advantages (``--config.check_direction``).
+# ------------------------------------------------------------------------------------------------------
+
+NEW_ESTIMATORS = ("reinforce_pp", "reinforce_pp_baseline", "grpo_batch_std", "gdpo", "gpg", "grpo_passk",
+                  "passk_training", "pkpo", "unlikeliness", "lens", "rl_zvp")
+NEW_TERMS = ("gspo", "gspo_token", "gmpo", "cispo", "sapo", "dppo", "gpg", "two_sided_clip", "clip_cov", "kl_cov",
+             "high_entropy_policy_gradient")
+
+
+@pytest.fixture(scope="session")
+def warm_policy(tmp_path_factory):
+  """A smoke-sized policy warm-started long enough to solve some single-digit additions (HF export)."""
+  out = tmp_path_factory.mktemp("warm") / "run"
+  res = _train(out, "--config=experiments/configs/cpu.py:smoke", "--config.rl_steps=0", "--config.sft.steps=1200",
+               "--config.sft.batch_size=32", "--config.model.hidden_size=64", "--config.model.intermediate_size=192",
+               "--config.model.num_hidden_layers=2", "--config.tensorboard=False", "--config.task.num_eval_problems=2",
+               "--config.eval.num_samples=1")
+  assert res.returncode == 0, res.stderr[-3000:]
+  return out / "hf_export"
+
+
+def _run_method(workdir, warm, switches, *extra):
+  """A few RL steps of ``smoke,<switches>`` from the warm policy; returns the RL metric records after checking
+  that every step with non-zero advantages moved the advantage-weighted log-prob up."""
+  res = _train(workdir, f"--config=experiments/configs/cpu.py:smoke,{switches}", f"--config.model.init_from={warm}",
+               "--config.sft.steps=1", "--config.sft.learning_rate=1e-12", "--config.rl_steps=3",
+               "--config.check_direction=True", "--config.rollout.groups_per_batch=8", "--config.export_hf=False",
+               "--config.tensorboard=False", "--config.task.num_eval_problems=2", "--config.eval.num_samples=1",
+               "--config.group_grad_norm_every=0", "--config.task.rl_difficulty=(1.0, 1.3)", *extra)
+  assert res.returncode == 0, res.stderr[-3000:]
+  rl = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines() if '"phase": "rl"' in line]
+  assert [r["step"] for r in rl] == [1, 2, 3]
+  moved = [r for r in rl if r["adv_std"] > 0 or r["adv_max"] != r["adv_min"]]
+  assert moved, f"no step had non-zero advantages ({switches}): {[r['accuracy'] for r in rl]}"
+  for r in moved:
+    assert r["update/adv_logp_change"] > 0, (switches, r["step"], r["update/adv_logp_change"])
+  return rl
+
+
+@pytest.mark.e2e
+def test_new_methods_compose_from_the_command_line(tmp_path, warm_policy):
+  """GDPO (reward components from the rollout) + GSPO + Skywork's adaptive entropy bonus + KL in the reward +
+  top-p sampling with truncated IS and token rejection, in one run of the binary."""
+  rl = _run_method(tmp_path / "run", warm_policy, "advantage=gdpo,policy=gspo,term=adaptive_entropy_bonus",
+                   "--config.algorithm.reward_kl_coef=0.001", "--config.algorithm.reward_kl_target=0.01",
+                   "--config.rollout.top_p=0.95", "--config.rollout.is_correction=True", "--config.rollout.reject=token")
+  for key in ("mismatch/kl_k1", "mismatch/is_weight_mean", "mismatch/rejected_frac", "kl_in_reward/kl",
+              "controllers/kl_coef", "controllers/entropy_coef", "loss/adaptive_entropy_bonus", "loss/gspo"):
+    assert key in rl[-1], key
+  assert rl[0]["kl_in_reward/kl"] == 0.0                             # the policy is the reference at step 1
+  assert rl[-1]["controllers/entropy_coef"] > rl[0]["controllers/entropy_coef"] > 0   # entropy below 0.2
+  assert rl[-1]["controllers/kl_coef"] != rl[0]["controllers/kl_coef"]              # the adaptive controller moved
+  assert rl[0]["mismatch/ratio_mean"] < 1.0                          # π / q < 1 on a top-p nucleus
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+@pytest.mark.parametrize("switches", [f"advantage={n}" for n in NEW_ESTIMATORS] + [f"policy={n}" for n in NEW_TERMS]
+                         + ["term=kl_to_reference", "algorithm=grpo_unbiased_kl", "aggregation=token_sum",
+                            "aggregation=seq_mean_token_sum", "aggregation=sequence_mean_token_scale"])
+def test_every_new_registry_name_runs_from_the_command_line(tmp_path, warm_policy, switches):
+  extra = {"term=kl_to_reference": ("--config.algorithm.objective.kl_to_reference.estimator=k3_plus",),
+           # k < G = 4 (the smoke group size): with k = G every group's pass@k reward is constant.
+           "advantage=passk_training": ("--config.algorithm.advantage_kwargs.k=2",),
+           "advantage=pkpo": ("--config.algorithm.advantage_kwargs.k=2",)}.get(switches, ())
+  _run_method(tmp_path / "run", warm_policy, switches, *extra)
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+@pytest.mark.parametrize("level,mode", [("sequence", "mask"), ("token", "mask")])
+def test_mismatch_modes_from_the_command_line(tmp_path, warm_policy, level, mode):
+  rl = _run_method(tmp_path / "run", warm_policy, "algorithm=grpo", "--config.rollout.temperature=0.9",
+                   "--config.rollout.is_correction=True", f"--config.rollout.is_level={level}",
+                   f"--config.rollout.is_mode={mode}", "--config.rollout.reject=geometric")
+  assert all("mismatch/is_weight_mean" in r for r in rl)

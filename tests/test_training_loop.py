@@ -96,7 +96,7 @@ def test_every_config_file_preset_builds():
     assert config.from_config_dict(paper.get_config(name)).algorithm == algorithms.PRESETS[name]
   abl = cpu.build("ngrpo_ablation,virtual_count=2,keep_all_wrong=False")
   assert dict(abl.algorithm.advantage_kwargs)["num_virtual"] == 2 and abl.algorithm.group_filter == "dapo"
-  assert len(configs.list_configs()) == len(cpu.PRESETS) + 1 + len(paper.PRESETS)
+  assert len(configs.list_configs()) == len(cpu.PRESETS) + 2 + len(paper.PRESETS)   # + switches, + ablation
   with pytest.raises(ValueError, match="unknown cpu.py config"):
     cpu.build("nope")
 

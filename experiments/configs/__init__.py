@@ -13,5 +13,7 @@ def list_configs() -> list:
   from experiments.configs import cpu  # pylint: disable=g-import-not-at-top  (imports the trainer)
   from experiments.configs import paper  # pylint: disable=g-import-not-at-top
   rel = "experiments/configs"
-  return ([f"{rel}/cpu.py:{name}" for name in cpu.PRESETS] + [f"{rel}/cpu.py:ngrpo_ablation[,switch=value...]"]
+  return ([f"{rel}/cpu.py:{name}" for name in cpu.PRESETS]
+          + [f"{rel}/cpu.py:<preset>[,{'|'.join(cpu.SWITCHES)}=<registry name>...]",
+             f"{rel}/cpu.py:ngrpo_ablation[,switch=value...]"]
           + [f"{rel}/paper.py:{name}" for name in paper.PRESETS])

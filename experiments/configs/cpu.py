@@ -15,9 +15,14 @@ virtual sample follows the task's maximum reward), a KL term or a lower learning
 ``time_budget_s`` stops RL early on a slow machine so the whole run stays within 10 minutes.
 
 ``smoke`` is the same pipeline shrunk to ~1 minute (the CI end-to-end test).  ``<algo>`` (ngrpo, grpo,
-dapo, psr_nsr, psr_only, nsr_only, ppo) run the default's recipe with another algorithm (per-algorithm
-learning rates, the same entropy bonus; the algorithm preset's own KL term is kept); ``ngrpo_ablation``
-takes the switches of ``algorithms.ngrpo_ablation`` after commas.
+dapo, psr_nsr, psr_only, nsr_only, ppo, and every other ``algorithms.PRESETS`` entry: gspo, cispo, gdpo,
+pkpo, ...) run the default's recipe with another algorithm (per-algorithm learning rates, untuned 5e-5 for
+the newer methods; the same entropy bonus; the algorithm preset's own KL term is kept); ``ngrpo_ablation``
+takes the switches of ``algorithms.ngrpo_ablation`` after commas. Any preset takes switches that swap one
+piece by registry name (``with_switches``)::
+
+  python -m experiments.train --config=experiments/configs/cpu.py:smoke,advantage=gdpo,policy=gspo
+  python -m experiments.train --config=experiments/configs/cpu.py:default,algorithm=cispo
 
 Used as absl config files (big_vision's convention)::
 
@@ -26,10 +31,12 @@ Used as absl config files (big_vision's convention)::
 """
 import ast
 import dataclasses
+import inspect
 
 from ngrpo_jax.training import algorithms
 from ngrpo_jax.training import config
 from ngrpo_jax.training import objective
+from ngrpo_jax.training import registry
 from ngrpo_jax.training import rollout
 from ngrpo_jax.training import sft
 from ngrpo_jax.training import state
@@ -42,6 +49,8 @@ CPU_LEARNING_RATES = {"ngrpo": 5e-5, "grpo": 1e-4, "dapo": 1e-4, "psr_nsr": 5e-5
 # Entropy bonus of the CPU presets: without it the tiny policy's entropy falls during RL and pass@16 drops
 # further. NGRPO's rate was chosen by measurement, the others are untuned (docs/default_calibration.md).
 CPU_ENTROPY_COEF = 0.02
+# The learning rate of the presets not in CPU_LEARNING_RATES (the newer methods): untuned, NGRPO's rate.
+NEW_METHOD_LEARNING_RATE = 5e-5
 
 
 def cpu_algorithm(algo: algorithms.Algorithm, learning_rate: float) -> algorithms.Algorithm:
@@ -97,7 +106,7 @@ def smoke() -> config.ExperimentConfig:
 
 def cpu(algorithm: str) -> config.ExperimentConfig:
   """The default recipe with another algorithm preset (its CPU learning rate, the CPU entropy bonus)."""
-  algo = cpu_algorithm(algorithms.PRESETS[algorithm], CPU_LEARNING_RATES[algorithm])
+  algo = cpu_algorithm(algorithms.PRESETS[algorithm], CPU_LEARNING_RATES.get(algorithm, NEW_METHOD_LEARNING_RATE))
   return dataclasses.replace(default(algo), name=f"cpu_{algorithm}")
 
 
@@ -108,24 +117,78 @@ def ablation(**switches) -> config.ExperimentConfig:
 
 
 PRESETS = {"default": default, "smoke": smoke, **{a: (lambda a=a: cpu(a)) for a in CPU_LEARNING_RATES}}
+# The other algorithm presets (algorithms.PRESETS) run the default recipe at an untuned learning rate.
+PRESETS.update({a: (lambda a=a: cpu(a)) for a in algorithms.PRESETS if a not in PRESETS})
+
+# Switches after a preset name: ``smoke,advantage=gdpo,policy=gspo,term=adaptive_entropy_bonus``.
+SWITCHES = ("algorithm", "advantage", "policy", "term", "aggregation")
+
+
+def _defaults(fn, skip=()) -> dict:
+  """The keyword-only arguments of ``fn`` with their (non-None) defaults, so every one of them is a config
+  entry the command line can override (``--config.algorithm.advantage_kwargs.k=8``)."""
+  return {p.name: p.default for p in inspect.signature(fn).parameters.values()
+          if p.kind == p.KEYWORD_ONLY and p.default is not inspect.Parameter.empty and p.default is not None
+          and p.name not in ("r_max", "r_min", *skip)}
+
+
+def with_switches(cfg: config.ExperimentConfig, switches: dict) -> config.ExperimentConfig:
+  """``cfg`` with its algorithm changed by the switches (each a registry name; arguments at their defaults):
+
+  algorithm=<preset>   another ``algorithms.PRESETS`` entry (CPU learning rate and entropy bonus);
+  advantage=<name>     the advantage estimator (``registry.ADVANTAGE_ESTIMATORS``);
+  policy=<name>        the objective term replacing ``policy_gradient`` (``registry.OBJECTIVE_TERMS``);
+  term=<name>          an extra objective term (e.g. ``adaptive_entropy_bonus``, ``kl_to_reference``);
+  aggregation=<mode>   one of ``losses.AGGREGATIONS``.
+  """
+  unknown = set(switches) - set(SWITCHES)
+  if unknown:
+    raise ValueError(f"unknown switches {sorted(unknown)}; known: {list(SWITCHES)}")
+  algo = cfg.algorithm
+  if "algorithm" in switches:
+    name = switches["algorithm"]
+    if name not in algorithms.PRESETS:
+      raise ValueError(f"unknown algorithm preset {name!r}; choose one of {sorted(algorithms.PRESETS)}")
+    algo = cpu_algorithm(algorithms.PRESETS[name], CPU_LEARNING_RATES.get(name, NEW_METHOD_LEARNING_RATE))
+  if "advantage" in switches:
+    entry = registry.ADVANTAGE_ESTIMATORS.get(switches["advantage"])
+    algo = dataclasses.replace(algo, advantage=switches["advantage"],
+                               advantage_kwargs=_defaults(entry.fn, skip=entry.needs))
+  if "policy" in switches:
+    name = switches["policy"]
+    term = objective.Term(name, 1.0, _defaults(registry.OBJECTIVE_TERMS.get(name).fn))
+    algo = algorithms.with_term(algorithms.without_term(algo, "policy_gradient"), term)
+  if "term" in switches:
+    name = switches["term"]
+    algo = algorithms.with_term(algo, objective.Term(name, 1.0, _defaults(registry.OBJECTIVE_TERMS.get(name).fn)))
+  if "aggregation" in switches:
+    algo = dataclasses.replace(algo, aggregation=switches["aggregation"])
+  label = ",".join(f"{k}={v}" for k, v in sorted(switches.items()))
+  return dataclasses.replace(cfg, algorithm=dataclasses.replace(algo, name=f"{algo.name}[{label}]"))
+
+
+def _parse(items) -> dict:
+  out = {}
+  for item in items:
+    key, _, value = item.partition("=")
+    try:
+      out[key.strip()] = ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError):
+      out[key.strip()] = value.strip()
+  return out
 
 
 def build(arg=None) -> config.ExperimentConfig:
-  """The typed config of ``arg``: a preset name, or ``ngrpo_ablation[,switch=value...]``."""
+  """The typed config of ``arg``: ``<preset>[,switch=value...]`` (``SWITCHES``), or
+  ``ngrpo_ablation[,switch=value...]``."""
   name, *rest = (arg or "default").split(",")
   if name == "ngrpo_ablation":
-    switches = {}
-    for item in rest:
-      key, _, value = item.partition("=")
-      try:
-        switches[key.strip()] = ast.literal_eval(value.strip())
-      except (ValueError, SyntaxError):
-        switches[key.strip()] = value.strip()
-    return ablation(**switches)
-  if name not in PRESETS or rest:
+    return ablation(**_parse(rest))
+  if name not in PRESETS:
     raise ValueError(f"unknown cpu.py config {arg!r}; choose one of {sorted(PRESETS)} or "
                      f"ngrpo_ablation[,switch=value...]")
-  return PRESETS[name]()
+  cfg = PRESETS[name]()
+  return with_switches(cfg, _parse(rest)) if rest else cfg
 
 
 def get_config(arg=None):

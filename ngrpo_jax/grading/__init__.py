@@ -23,6 +23,7 @@ from ngrpo_jax.grading.normalize import normalize_answer
 from ngrpo_jax.grading.process_pool import default_pool
 from ngrpo_jax.grading.process_pool import WorkerPool
 from ngrpo_jax.grading.rewards import reward_batch
+from ngrpo_jax.grading.rewards import reward_components
 from ngrpo_jax.grading.rewards import RewardConfig
 from ngrpo_jax.grading.rewards import rewards
 from ngrpo_jax.grading.rewards import rewards_from_results
@@ -31,5 +32,5 @@ from ngrpo_jax.grading.rewards import verdicts
 __all__ = [
     "DEFAULT_TIMEOUT", "GradeResult", "Grader", "RewardConfig", "WorkerPool", "available_backends", "check",
     "default_pool", "extract_answer", "get_backend", "grade_batch", "is_equivalent", "last_boxed",
-    "normalize_answer", "register_backend", "reward_batch", "rewards", "rewards_from_results", "verdicts",
+    "normalize_answer", "register_backend", "reward_batch", "reward_components", "rewards", "rewards_from_results", "verdicts",
 ]

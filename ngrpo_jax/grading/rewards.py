@@ -100,6 +100,30 @@ def rewards(correct: np.ndarray, parseable: np.ndarray, config: RewardConfig = R
   return out.astype(np.float32)
 
 
+# The components of :func:`reward_components`, in order.
+REWARD_COMPONENTS = ("correctness", "format")
+
+
+def reward_components(correct: np.ndarray, parseable: np.ndarray, config: RewardConfig = RewardConfig(), *,
+                      lengths: Optional[np.ndarray] = None, max_new_tokens: Optional[int] = None) -> np.ndarray:
+  """The reward split into components f32[..., 2] for multi-reward estimators (GDPO, arXiv 2601.05242).
+
+  component 0 (correctness): correct_reward / wrong_reward, plus the overlong shaping when enabled;
+  component 1 (format): 1 for a parseable (boxed) answer, 0 otherwise.
+
+  The format component is the indicator, not ``format_reward · indicator``: a multi-reward estimator normalises
+  each component within its group, where the scale cancels, so it sees the format signal even when the summed
+  reward carries no format bonus (``format_reward = 0``). :func:`rewards` is the summed reward.
+  """
+  correctness = np.where(np.asarray(correct, bool), config.correct_reward, config.wrong_reward).astype(np.float32)
+  if config.overlong_buffer > 0:
+    if lengths is None or max_new_tokens is None:
+      raise ValueError("overlong shaping (overlong_buffer > 0) needs lengths and max_new_tokens")
+    correctness = correctness + overlong_penalty(lengths, max_new_tokens, config.overlong_buffer,
+                                                 config.overlong_penalty)
+  return np.stack([correctness, np.asarray(parseable, bool).astype(np.float32)], axis=-1).astype(np.float32)
+
+
 def rewards_from_results(results: Sequence, config: RewardConfig = RewardConfig(), *,
                          lengths: Optional[np.ndarray] = None, max_new_tokens: Optional[int] = None) -> np.ndarray:
   """:func:`rewards` of a grader's results (``verdicts``). Returns f32[N]."""

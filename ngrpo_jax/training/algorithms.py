@@ -26,9 +26,11 @@ from ngrpo_jax.training import registry
 
 # Batch entries the rollout always provides before the advantages (``training.batch.pack`` / the scorer).
 BASE_ENTRIES = ("logp", "entropy", "old_logp", "loss_mask", "response_mask", "lengths", "values", "old_values",
-                "ref_logp")
-# Estimator inputs beyond (rewards, valid): ``[N, G, ...]`` views of these batch entries.
-ESTIMATOR_INPUTS = ("values", "response_mask", "lengths")
+                "ref_logp", "old_entropy", "rng")
+# Estimator inputs beyond (rewards, valid): ``[N, G, ...]`` views of these batch entries. ``sampler_logp``:
+# log π_sampler of each response token (0 elsewhere; Σ over T is the sequence log-prob); ``entropy``: the
+# rollout policy's token entropies; ``reward_components``: ``[N, G, C]`` (correctness, format).
+ESTIMATOR_INPUTS = ("values", "response_mask", "lengths", "sampler_logp", "entropy", "reward_components")
 
 
 def _kw(kwargs) -> tuple:
@@ -54,6 +56,11 @@ class Algorithm:
     aggregation: how every term reduces tokens to a scalar (one of ``losses.AGGREGATIONS``): DAPO's token
       mean, GRPO / NGRPO's sequence mean of token means (Eq. 1 / Eq. 7), Dr. GRPO's token sum / constant.
     learning_rate: the peak learning rate tuned for this algorithm (``OptimConfig.learning_rate`` overrides).
+    reward_kl_coef: β of a KL penalty folded into the reward before the advantages (0 = off):
+      R' = R − β Σ_t (log π_old − log π_ref) (``controllers.kl_in_reward``; verl ``use_kl_in_reward``).
+    reward_kl_target: None (a fixed β) or the target KL per sequence of the adaptive controller
+      (``controllers.adaptive_kl_coef``, Ziegler et al. 2019) which then updates β every step.
+    reward_kl_horizon: the adaptive controller's horizon (in sequences).
   """
   name: str
   advantage: str = "grpo"
@@ -63,6 +70,9 @@ class Algorithm:
   objective: tuple = (objective_lib.policy_gradient_term(),)
   aggregation: str = "seq_mean_token_mean"
   learning_rate: float = 1e-6
+  reward_kl_coef: float = 0.0
+  reward_kl_target: Optional[float] = None
+  reward_kl_horizon: float = 10000.0
 
   def __post_init__(self):
     if isinstance(self.advantage_kwargs, Mapping):
@@ -80,6 +90,14 @@ class Algorithm:
       raise ValueError(f"aggregation={self.aggregation!r} is not one of {losses.AGGREGATIONS}")
     if not isinstance(self.learning_rate, (int, float)) or self.learning_rate <= 0:
       raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+    if not isinstance(self.reward_kl_coef, (int, float)) or self.reward_kl_coef < 0:
+      raise ValueError(f"reward_kl_coef must be a number >= 0, got {self.reward_kl_coef!r}")
+    if self.reward_kl_target is not None and not (isinstance(self.reward_kl_target, (int, float))
+                                                  and self.reward_kl_target > 0 and self.reward_kl_coef > 0):
+      raise ValueError(f"reward_kl_target must be None or a number > 0 with reward_kl_coef > 0, got "
+                       f"{self.reward_kl_target!r} (reward_kl_coef={self.reward_kl_coef!r})")
+    if not isinstance(self.reward_kl_horizon, (int, float)) or self.reward_kl_horizon <= 0:
+      raise ValueError(f"reward_kl_horizon must be > 0, got {self.reward_kl_horizon!r}")
     self.estimator()
     registry.GROUP_FILTERS.get(self.group_filter)
     self._check_needs()
@@ -97,7 +115,7 @@ class Algorithm:
     if unknown:
       raise ValueError(f"advantage estimator {self.advantage!r} needs {sorted(unknown)}, which the trainer does "
                        f"not provide to estimators (available: {list(ESTIMATOR_INPUTS)})")
-    available = set(BASE_ENTRIES) | set(est.provides)
+    available = set(BASE_ENTRIES) | set(est.provides) | set(self.initial_controllers())
     for term in self.objective:
       missing = set(term.needs) - available
       if missing:
@@ -113,8 +131,25 @@ class Algorithm:
 
   @property
   def uses_reference(self) -> bool:
-    """A term reads the frozen reference policy's log-probs (KL)."""
-    return "ref_logp" in self.needs
+    """A term reads the frozen reference policy's log-probs (KL), or the reward carries a KL penalty."""
+    return "ref_logp" in self.needs or self.reward_kl_coef > 0
+
+  def adaptive_entropy_term(self) -> Optional[objective_lib.Term]:
+    """The objective's ``adaptive_entropy_bonus`` term (by function), or None."""
+    return next((t for t in self.objective if (t.fn or t.name) == "adaptive_entropy_bonus"), None)
+
+  def initial_controllers(self) -> dict:
+    """The coefficients this algorithm adapts across steps, at their initial values (``TrainState.controllers``):
+    ``kl_coef`` with KL in the reward, ``entropy_coef`` / ``entropy_coef_applied`` with the adaptive entropy
+    bonus. Empty when there are none."""
+    out = {}
+    if self.reward_kl_coef > 0:
+      out["kl_coef"] = float(self.reward_kl_coef)
+    ent = self.adaptive_entropy_term()
+    if ent is not None:
+      init = float(dict(ent.kwargs).get("init", 0.0))
+      out.update(entropy_coef=init, entropy_coef_applied=init)
+    return out
 
   @property
   def uses_critic(self) -> bool:
@@ -188,6 +223,51 @@ PRESETS: Mapping[str, Algorithm] = {
     "ppo": Algorithm(
         name="ppo", advantage="gae", advantage_kwargs={"gamma": 1.0, "lam": 0.95}, aggregation="token_mean",
         objective=(_pg(0.2, 0.2), objective_lib.kl_term(0.001, "k3"), objective_lib.value_term(0.5, 0.2))),
+}
+
+# The methods of the last year as presets (docs/algorithms.md has the equations, papers and peers' option
+# names). Each is GRPO's recipe with the method's one change unless the paper changes more.
+_pg_only = (_pg(0.2, 0.2),)
+_term = lambda name, **kw: objective_lib.Term(name, 1.0, kw)
+PRESETS = {
+    **PRESETS,
+    # Advantage estimators / reward transforms.
+    "reinforce_pp": Algorithm(name="reinforce_pp", advantage="reinforce_pp", objective=_pg_only,
+                              aggregation="token_mean"),
+    "reinforce_pp_baseline": Algorithm(name="reinforce_pp_baseline", advantage="reinforce_pp_baseline",
+                                       objective=_pg_only, aggregation="token_mean"),
+    "lite_ppo": Algorithm(name="lite_ppo", advantage="grpo_batch_std", objective=_pg_only, aggregation="token_mean"),
+    "gdpo": Algorithm(name="gdpo", advantage="gdpo", objective=_pg_only),
+    "grpo_passk": Algorithm(name="grpo_passk", advantage="grpo_passk", objective=_pg_only),
+    "passk_training": Algorithm(name="passk_training", advantage="passk_training", advantage_kwargs={"k": 4},
+                                objective=_pg_only),
+    "pkpo": Algorithm(name="pkpo", advantage="pkpo", advantage_kwargs={"k": 4}, objective=_pg_only),
+    "unlikeliness": Algorithm(name="unlikeliness", advantage="unlikeliness", advantage_kwargs={"beta": 0.25},
+                              objective=_pg_only),
+    "lens": Algorithm(name="lens", advantage="lens", objective=_pg_only),
+    "rl_zvp": Algorithm(name="rl_zvp", advantage="rl_zvp", advantage_kwargs={"alpha": 0.1}, objective=_pg_only),
+    "gpg": Algorithm(name="gpg", advantage="gpg", objective=(_term("gpg"),), aggregation="token_mean"),
+    # Policy objectives (GRPO's advantage).
+    "gspo": Algorithm(name="gspo", objective=(_term("gspo", eps_low=3e-4, eps_high=4e-4),)),
+    "gspo_token": Algorithm(name="gspo_token", objective=(_term("gspo_token", eps_low=3e-4, eps_high=4e-4),)),
+    "gmpo": Algorithm(name="gmpo", objective=(_term("gmpo", eps_low=0.4, eps_high=0.4),)),
+    "cispo": Algorithm(name="cispo", objective=(_term("cispo", eps_high=0.28),), aggregation="token_mean"),
+    "sapo": Algorithm(name="sapo", objective=(_term("sapo", tau_pos=1.0, tau_neg=1.05),), aggregation="token_mean"),
+    "dppo": Algorithm(name="dppo", objective=(_term("dppo", divergence="tv", delta=0.15),), aggregation="token_mean"),
+    "clip_cov": Algorithm(name="clip_cov", objective=(_term("clip_cov", clip_ratio=2e-4, cov_low=1.0, cov_high=5.0),),
+                          aggregation="token_mean"),
+    "kl_cov": Algorithm(name="kl_cov", objective=(_term("kl_cov", top_frac=2e-3, kl_coef=1.0),), aggregation="token_mean"),
+    "two_sided_clip": Algorithm(name="two_sided_clip", objective=(_term("two_sided_clip", delta=4.0),)),
+    "high_entropy": Algorithm(name="high_entropy", advantage="grpo", group_filter="dapo", dynamic_sampling=True,
+                              objective=(_term("high_entropy_policy_gradient", top_frac=0.2, eps_pos=0.28,
+                                               eps_neg=0.2),), aggregation="token_mean"),
+    # KL and entropy.
+    "grpo_kl_in_reward": Algorithm(name="grpo_kl_in_reward", objective=_pg_only, reward_kl_coef=0.001,
+                                   reward_kl_target=0.1, reward_kl_horizon=10000.0),
+    "grpo_unbiased_kl": Algorithm(name="grpo_unbiased_kl", objective=(
+        _pg(0.2, 0.2), objective_lib.kl_term(0.001, "k3", importance_weighted=True))),
+    "adaptive_entropy": Algorithm(name="adaptive_entropy", objective=(
+        _pg(0.2, 0.2), _term("adaptive_entropy_bonus", target=0.2, delta=0.005, coef_max=0.05, init=0.0))),
 }
 
 

@@ -109,15 +109,17 @@ def make_step_parts(cfg: config_lib.ExperimentConfig, model_config, tokenizer, d
   algo, ro, ids = cfg.algorithm, cfg.rollout, token_ids(tokenizer)
   sampler = sampling.make_sampler(model_config, num_samples=ro.group_size, max_new_tokens=ro.max_new_tokens,
                                   temperature=ro.temperature, top_p=ro.top_p, top_k=ro.top_k, min_p=ro.min_p,
-                                  stop_token_ids=ids["eos_ids"], pad_token_id=ids["pad_id"])
+                                  stop_token_ids=ids["eos_ids"], pad_token_id=ids["pad_id"],
+                                  return_sampling_logprobs=ro.filters)
   return step_lib.StepParts(
       sample=sampler, grade=grader, decode=lambda t: tokenizer.decode(t, skip_special_tokens=True),
       stream=rollout_lib.PromptStream(data["rl"], seed=cfg.seed), rollout=ro, reward=cfg.reward,
       keep=group_filter(algo, cfg.reward), max_draws=1 + (ro.max_refills if algo.dynamic_sampling else 0),
       score=batch_lib.make_scorer(update_lib.make_scorer(model_config, cfg.learner), algo),
-      advantages=batch_lib.make_advantages(algo, cfg.reward, ro.group_size,
-                                           is_cap=ro.is_cap if ro.is_correction else None),
-      train_step=train_step, place=place, diagnose=diagnose, update_epochs=cfg.learner.ppo_epochs, **ids)
+      advantages=batch_lib.make_advantages(algo, cfg.reward, ro.group_size, rollout=ro),
+      check_direction=update_lib.make_scorer(model_config, cfg.learner) if cfg.check_direction else None,
+      train_step=train_step, place=place, diagnose=diagnose, update_epochs=cfg.learner.ppo_epochs, algorithm=algo,
+      **ids)
 
 
 def peak_learning_rate(cfg: config_lib.ExperimentConfig) -> float:

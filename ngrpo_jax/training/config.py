@@ -105,6 +105,8 @@ class ExperimentConfig:
   ``"sympy"`` (ours) or ``"math_verify"``.
   ``compile_warmup_steps``: the first RL steps of an invocation whose XLA compilations are expected; the
   summary's ``rl_breakdown.compiles.after_warmup`` counts the rest (recompilations).
+  ``check_direction``: re-score every batch after its update and log ``update/adv_logp_change`` and
+  ``update/sign_agreement`` (whether log-probs moved with the advantages; one extra forward pass per step).
   """
   name: str = "default"
   seed: int = 0
@@ -121,6 +123,7 @@ class ExperimentConfig:
   checkpoint_every: int = 25
   keep_checkpoints: int = 2
   group_grad_norm_every: int = 10
+  check_direction: bool = False
   grading_workers: int = 2
   grading_backend: str = "sympy"
   export_hf: bool = True
@@ -238,6 +241,7 @@ def validate_config(cfg: ExperimentConfig) -> algorithms_lib.Algorithm:
 # resuming with any of them changed is refused with a message naming them.
 _RESUME_KEYS = ("model", "rollout.group_size", "rollout.groups_per_batch", "rollout.max_prompt_len",
                 "rollout.max_new_tokens", "train_state.value_head", "train_state.reference",
+                "train_state.controllers",
                 "optim.max_grad_norm=None")
 
 
@@ -260,7 +264,8 @@ def _resume_view(config: dict) -> dict:
 
 def state_structure(algo: algorithms_lib.Algorithm) -> dict:
   """What the algorithm adds to the train state (saved beside the config for the resume check)."""
-  return {"value_head": algo.uses_critic, "reference": algo.uses_reference}
+  return {"value_head": algo.uses_critic, "reference": algo.uses_reference,
+          "controllers": sorted(algo.initial_controllers()) or None}
 
 
 def check_resume_compatible(saved_config: dict, config: dict, where="") -> None:

@@ -12,6 +12,7 @@ Each wraps one pure function of ``ngrpo_jax.advantages``; the equations are in t
 import jax.numpy as jnp
 
 from ngrpo_jax import advantages
+from ngrpo_jax import passk_credit
 from ngrpo_jax.training import registry
 
 # NGRPO's virtual-reward levels (paper Table 3): the task's maximum reward (the default), the midpoint, the
@@ -123,3 +124,97 @@ def ngrpo_filter(rewards, *, r_max, r_min):
   """NGRPO's filter (Nan et al. 2025, §4.1): drop only all-correct groups (every reward = r_max)."""
   del r_min
   return advantages.ngrpo_group_filter(rewards, r_max=r_max)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Batch-normalised, multi-component, pass@k-aware and homogeneous-group estimators.
+
+
+@registry.advantage_estimator("reinforce_pp")
+def reinforce_pp(rewards, valid, *, r_max, r_min, ddof: int = 1, eps: float = 1e-6):
+  """REINFORCE++ (Hu et al. 2025): the reward whitened over the batch (``advantages.reinforce_pp``)."""
+  del r_max, r_min
+  return advantages.reinforce_pp(rewards, valid, ddof=ddof, eps=eps)
+
+
+@registry.advantage_estimator("reinforce_pp_baseline")
+def reinforce_pp_baseline(rewards, valid, *, r_max, r_min, ddof: int = 1, eps: float = 1e-6):
+  """REINFORCE++-baseline: group-mean baseline, then batch whitening (``advantages.reinforce_pp_baseline``)."""
+  del r_max, r_min
+  return advantages.reinforce_pp_baseline(rewards, valid, ddof=ddof, eps=eps)
+
+
+@registry.advantage_estimator("grpo_batch_std")
+def grpo_batch_std(rewards, valid, *, r_max, r_min, ddof: int = 1, eps: float = 1e-6):
+  """Lite PPO / TRL ``scale_rewards="batch"``: group mean, batch std (``advantages.grpo_batch_std``)."""
+  del r_max, r_min
+  return advantages.grpo_batch_std(rewards, valid, ddof=ddof, eps=eps)
+
+
+@registry.advantage_estimator("gdpo", needs=("reward_components",))
+def gdpo(rewards, valid, *, r_max, r_min, reward_components, weights=None, batch_normalize: bool = True,
+         ddof: int = 1, eps: float = 1e-6):
+  """GDPO (Liu et al. 2026): each reward component (correctness, format) GRPO-normalised in its group, summed,
+  whitened over the batch (``advantages.gdpo``). ``reward_components``: [N, G, C] from the rollout."""
+  del rewards, r_max, r_min
+  return advantages.gdpo(reward_components, valid, weights=weights, batch_normalize=batch_normalize, ddof=ddof,
+                         eps=eps)
+
+
+@registry.advantage_estimator("gpg")
+def gpg(rewards, valid, *, r_max, r_min, normalize_std: bool = True, ddof: int = 1, eps: float = 1e-6):
+  """GPG's estimator (Chu et al. 2025): group-relative advantage × B / (B − M) (``advantages.gpg``)."""
+  del r_max, r_min
+  return advantages.gpg(rewards, valid, normalize_std=normalize_std, ddof=ddof, eps=eps)
+
+
+@registry.advantage_estimator("grpo_passk")
+def grpo_passk(rewards, valid, *, r_max, r_min, norm_by_std: bool = True, ddof: int = 1, eps: float = 1e-6):
+  """verl's ``grpo_passk``: only the group's best sample gets (r_max − r_2nd) / std (``passk_credit``)."""
+  del r_max, r_min
+  return passk_credit.grpo_passk(rewards, valid, norm_by_std=norm_by_std, ddof=ddof, eps=eps)
+
+
+@registry.advantage_estimator("passk_training")
+def passk_training(rewards, valid, *, r_max, r_min, k: int = 4, threshold=None):
+  """Pass@k training's closed-form advantage (Chen et al. 2025; ``passk_credit.passk_advantage``)."""
+  return passk_credit.passk_advantage(rewards, valid, k=k, threshold=_threshold(threshold, r_max, r_min))
+
+
+@registry.advantage_estimator("pkpo")
+def pkpo(rewards, valid, *, r_max, r_min, k: int = 4):
+  """PKPO (Walder & Karkhanis 2025): unbiased pass@k transform minus a leave-one-out baseline
+  (``passk_credit.pkpo``)."""
+  del r_max, r_min
+  return passk_credit.pkpo(rewards, valid, k=k)
+
+
+@registry.advantage_estimator("unlikeliness", needs=("sampler_logp",))
+def unlikeliness(rewards, valid, *, r_max, r_min, sampler_logp, beta: float = 0.25, ddof: int = 1,
+                 eps: float = 1e-6):
+  """GRPO on the unlikeliness reward (He et al. 2025; ``passk_credit.unlikeliness_rewards``), ranking each group
+  by the sampler's sequence log-probability Σ_t log π_sampler(y_t)."""
+  del r_max
+  shaped = passk_credit.unlikeliness_rewards(rewards, valid, jnp.sum(sampler_logp, axis=-1), beta=beta,
+                                             r_min=r_min)
+  return advantages.grpo(shaped, valid, ddof=ddof, eps=eps)
+
+
+@registry.advantage_estimator("lens", needs=("sampler_logp", "response_mask"))
+def lens(rewards, valid, *, r_max, r_min, sampler_logp, response_mask, alpha: float = 1.0, threshold=None,
+         ddof: int = 1, eps: float = 1e-6):
+  """LENS (Feng et al. 2025): confidence-calibrated rewards for wrong answers, GRPO on mixed groups and α ×
+  de-meaned all-wrong groups (``advantages.lens``); π̄ from the sampler's per-token log-probs."""
+  seq_logp = jnp.sum(jnp.where(response_mask, sampler_logp, 0.0), axis=-1)
+  lengths = jnp.sum(response_mask, axis=-1)
+  return advantages.lens(rewards, valid, seq_logp, lengths, alpha=alpha, threshold=_threshold(threshold, r_max, r_min),
+                         ddof=ddof, eps=eps)
+
+
+@registry.advantage_estimator("rl_zvp", needs=("entropy", "response_mask"))
+def rl_zvp(rewards, valid, *, r_max, r_min, entropy, response_mask, alpha: float = 0.1, threshold=None,
+           ddof: int = 1, eps: float = 1e-6):
+  """RL-ZVP (Le et al. 2025): GRPO on mixed groups, ±α·entropy token advantages on zero-variance groups
+  (``advantages.rl_zvp``); entropies of the rollout policy. Returns [N, G, T]."""
+  return advantages.rl_zvp(rewards, valid, entropy, response_mask, alpha=alpha,
+                           threshold=_threshold(threshold, r_max, r_min), ddof=ddof, eps=eps)

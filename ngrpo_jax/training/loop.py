@@ -153,7 +153,8 @@ def _initial_state(r: Run):
   value_params = models.init_value_head(r.model_config, jax.random.PRNGKey(cfg.seed + 17)) if algo.uses_critic \
       else None
   make = lambda policy: state_lib.create_train_state(policy, optimizer, jax.random.PRNGKey(cfg.seed),
-                                                     value_params=value_params, keep_reference=algo.uses_reference)
+                                                     value_params=value_params, keep_reference=algo.uses_reference,
+                                                     controllers=algo.initial_controllers())
   template = make(r.init_params)
   state_sh = None if r.mesh is None else sharding.train_state_shardings(r.model_config, template, r.mesh)
   state, meta = r.ckpt.restore_latest(template, shardings=state_sh)

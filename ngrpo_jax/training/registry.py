@@ -129,13 +129,22 @@ def group_filter(name: str, *, replace: bool = False):
   return _decorator(GROUP_FILTERS, name, (), (), replace)
 
 
-def objective_term(name: str, *, needs: Sequence[str] = ("logp",), replace: bool = False):
+def objective_term(name: str, *, needs: Sequence[str] = ("logp",), prepare=None, replace: bool = False):
   """Registers ``fn(outputs, batch, agg, **kwargs) -> (loss scalar, diagnostics dict)`` as a loss term.
 
   ``outputs`` holds the model outputs of the micro-batch (``logp``, ``entropy``, ``values``: ``[B, T]``),
   ``batch`` its entries (``old_logp``, ``advantages``, ``ref_logp``, ``old_values``, ``returns``,
-  ``loss_mask``: ``[B, T]``), ``agg`` an :class:`~ngrpo_jax.training.objective.Aggregator`. ``needs`` names
-  the outputs / batch entries read.
+  ``loss_mask``: ``[B, T]``; the scalars ``rng``, a PRNG key of the micro-batch, and the controllers' current
+  coefficients, e.g. ``entropy_coef``), ``agg`` an :class:`~ngrpo_jax.training.objective.Aggregator`.
+  ``needs`` names the outputs / batch entries read.
+
+  ``prepare(minibatch, key, **kwargs) -> dict`` (optional) computes entries from the *whole minibatch* before
+  it is split into micro-batches (e.g. a token selection by a batch-wide quantile); per-row entries
+  (``[B, ...]``) are split with the batch, so the selection does not depend on the micro-batch split.
   """
-  return _decorator(OBJECTIVE_TERMS, name, needs, (), replace)
+  def wrap(fn):
+    fn = OBJECTIVE_TERMS.register(name, fn, needs=needs, provides=(), replace=replace)
+    fn.prepare = prepare
+    return fn
+  return wrap
 

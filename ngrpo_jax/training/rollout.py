@@ -33,9 +33,17 @@ class RolloutConfig:
     temperature, top_p, top_k, min_p: sampling filters (paper: 1.0, 1.0, off, off).
     max_refills: dynamic sampling draws at most this many extra prompt batches per step.
     mask_truncated: responses that hit ``max_new_tokens`` get no loss (their tokens are masked out).
-    is_correction: multiply the advantages by the truncated importance weight
-      min(π_trainer(y_t) / π_sampler(y_t), is_cap) (sampler / trainer mismatch correction).
-    is_cap: truncation of that weight.
+    is_correction: multiply the advantages by the importance weight π_trainer(y_t) / q(y_t) of the sampler /
+      trainer mismatch (``mismatch.importance_weights``), q the distribution the sampler drew from (the
+      filtered one under temperature / top-k / top-p / min-p, see ``ngrpo_jax.mismatch``).
+    is_cap: the weight's upper bound (truncated: min(w, is_cap); masked: 0 above it).
+    is_level: ``"token"`` (per-token ratio) or ``"sequence"`` (product over the response).
+    is_mode: ``"truncate"`` (TIS) or ``"mask"`` (MIS / IcePop: weights outside [is_lower, is_cap] set to 0).
+    is_lower: the masked mode's lower bound (None: 1 / is_cap).
+    reject: ``"none"``, ``"token"`` (drop a response any of whose tokens has π_trainer / q outside
+      [reject_lower, reject_upper]) or ``"geometric"`` (drop it when the per-token geometric mean is outside);
+      dropped responses get no loss. Applied whether or not ``is_correction`` is on.
+    reject_lower, reject_upper: the rejection bounds.
     pipeline_grading: grade each draw on a background thread while the next one is sampled.
   """
   group_size: int = 8
@@ -50,6 +58,12 @@ class RolloutConfig:
   mask_truncated: bool = False
   is_correction: bool = False
   is_cap: float = 2.0
+  is_level: str = "token"
+  is_mode: str = "truncate"
+  is_lower: Optional[float] = None
+  reject: str = "none"
+  reject_lower: float = 1e-3
+  reject_upper: float = 1e3
   pipeline_grading: bool = True
 
   def __post_init__(self):
@@ -60,6 +74,19 @@ class RolloutConfig:
       raise ValueError(f"max_refills must be >= 0, got {self.max_refills}")
     if self.temperature <= 0:
       raise ValueError(f"temperature must be > 0, got {self.temperature}")
+    from ngrpo_jax import mismatch  # pylint: disable=g-import-not-at-top
+    if self.is_level not in mismatch.IS_LEVELS or self.is_mode not in mismatch.IS_MODES:
+      raise ValueError(f"is_level must be one of {mismatch.IS_LEVELS} and is_mode one of {mismatch.IS_MODES}, got "
+                       f"{self.is_level!r}, {self.is_mode!r}")
+    if self.reject not in ("none",) + mismatch.REJECTION_STATISTICS:
+      raise ValueError(f"reject must be 'none' or one of {mismatch.REJECTION_STATISTICS}, got {self.reject!r}")
+    if not 0 < self.reject_lower < self.reject_upper:
+      raise ValueError(f"need 0 < reject_lower < reject_upper, got {self.reject_lower}, {self.reject_upper}")
+
+  @property
+  def filters(self) -> bool:
+    """The sampler draws from a filtered / tempered distribution q ≠ π (its log-probs differ from π's)."""
+    return self.temperature != 1.0 or self.top_p < 1.0 or self.top_k > 0 or self.min_p > 0.0
 
   @property
   def batch_rows(self) -> int:
@@ -113,8 +140,12 @@ class Groups:
     prompt_tokens: int32[N, P] left-padded prompts; prompt_mask: bool[N, P].
     tokens: int32[N, G, R] responses (pad after the end); mask: bool[N, G, R] generated tokens.
     lengths: int32[N, G]; truncated: bool[N, G] (hit the token budget without a stop token).
-    sampler_logp: f32[N, G, R] log π_sampler(y_t) at temperature 1.
+    sampler_logp: f32[N, G, R] log π_sampler(y_t) at temperature 1, unfiltered.
+    behaviour_logp: f32[N, G, R] log q(y_t) of the distribution the token was drawn from (temperature,
+      top-k / top-p / min-p applied; equal to ``sampler_logp`` when the sampler does not filter).
     correct, parseable: bool[N, G] grader verdicts (a boxed answer was found); rewards: f32[N, G].
+    reward_components: f32[N, G, C] the reward's components (``grading.reward_components``: correctness,
+      format) for multi-reward estimators.
     valid: bool[N] False on padding groups (a batch the filter could not fill).
   """
   prompt_tokens: np.ndarray
@@ -124,9 +155,11 @@ class Groups:
   lengths: np.ndarray
   truncated: np.ndarray
   sampler_logp: np.ndarray
+  behaviour_logp: np.ndarray
   correct: np.ndarray
   parseable: np.ndarray
   rewards: np.ndarray
+  reward_components: np.ndarray
   valid: np.ndarray
 
   @property
@@ -230,12 +263,21 @@ def _groups(ptoks, pmask, out: sampling.GenerateOutput, results, g: int, cfg: Ro
   correct, parseable = grading.verdicts(results)
   lengths = np.asarray(out.lengths, np.int32)
   rewards = grading.rewards(correct, parseable, reward, lengths=lengths, max_new_tokens=cfg.max_new_tokens)
+  components = grading.reward_components(correct, parseable, reward, lengths=lengths,
+                                         max_new_tokens=cfg.max_new_tokens)
+  sampler_logp = np.asarray(out.logprobs, np.float32).reshape(n, g, r)
+  if cfg.filters and out.sampling_logprobs is None and (cfg.is_correction or cfg.reject != "none"):
+    raise ValueError("the rollout filters its sampling distribution (temperature / top-k / top-p / min-p) and "
+                     "corrects the mismatch, but the sampler returned no sampling log-probs: make it with "
+                     "return_sampling_logprobs=True (weights against π alone would ignore the truncation)")
+  behaviour = sampler_logp if out.sampling_logprobs is None else \
+      np.asarray(out.sampling_logprobs, np.float32).reshape(n, g, r)
   return Groups(prompt_tokens=ptoks, prompt_mask=pmask, tokens=np.asarray(out.tokens, np.int32).reshape(n, g, r),
                 mask=np.asarray(out.mask, bool).reshape(n, g, r), lengths=lengths.reshape(n, g),
                 truncated=(np.asarray(out.finish_reason) == sampling.FINISH_LENGTH).reshape(n, g),
-                sampler_logp=np.asarray(out.logprobs, np.float32).reshape(n, g, r),
+                sampler_logp=sampler_logp, behaviour_logp=behaviour,
                 correct=correct.reshape(n, g), parseable=parseable.reshape(n, g),
-                rewards=rewards.reshape(n, g), valid=np.ones(n, bool))
+                rewards=rewards.reshape(n, g), reward_components=components.reshape(n, g, -1), valid=np.ones(n, bool))
 
 
 def fill(draws: Iterator[Groups], keep: Callable[[np.ndarray], np.ndarray], num_groups: int,

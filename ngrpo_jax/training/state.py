@@ -25,6 +25,9 @@ class TrainState:
     rng: uint32[2] PRNG key; split once per step by the loop.
     data_position: int32[] number of prompts drawn from the prompt stream so far.
     ref_params: frozen reference policy params (``None`` without KL).
+    controllers: the adaptive coefficients an algorithm keeps across steps (``None`` when it has none), e.g.
+      ``{"kl_coef": f32[]}`` (KL in the reward) and ``{"entropy_coef": f32[], "entropy_coef_applied": f32[]}``
+      (adaptive entropy bonus); updated by the RL step (``training.step``), read by the train step.
   """
   step: jax.Array
   params: Any
@@ -32,6 +35,7 @@ class TrainState:
   rng: jax.Array
   data_position: jax.Array
   ref_params: Any = None
+  controllers: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +102,7 @@ def make_optimizer(cfg: OptimConfig, peak_lr: float) -> tuple[optax.GradientTran
 
 
 def create_train_state(policy_params, optimizer: optax.GradientTransformation, rng, *,
-                       value_params=None, keep_reference: bool = False) -> TrainState:
+                       value_params=None, keep_reference: bool = False, controllers=None) -> TrainState:
   """A fresh state: float32 master params, optimiser initialised, step and data position 0.
 
   Args:
@@ -107,6 +111,7 @@ def create_train_state(policy_params, optimizer: optax.GradientTransformation, r
     rng: a ``jax.random.PRNGKey`` (raw uint32[2]) or an int seed.
     value_params: value-head params for a critic (PPO), else None.
     keep_reference: keep a frozen copy of ``policy_params`` as the KL reference.
+    controllers: initial controller coefficients (``algorithms.Algorithm.initial_controllers()``) or None.
 
   The params are copied (``train_step`` donates its state), so the caller's arrays stay valid.
   """
@@ -118,4 +123,6 @@ def create_train_state(policy_params, optimizer: optax.GradientTransformation, r
     params["value"] = jax.tree_util.tree_map(jnp.array, value_params)
   ref = jax.tree_util.tree_map(jnp.array, policy_params) if keep_reference else None
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
-                    rng=jnp.asarray(rng, jnp.uint32), data_position=jnp.zeros((), jnp.int32), ref_params=ref)
+                    rng=jnp.asarray(rng, jnp.uint32), data_position=jnp.zeros((), jnp.int32), ref_params=ref,
+                    controllers=None if not controllers else {k: jnp.asarray(v, jnp.float32)
+                                                              for k, v in sorted(controllers.items())})

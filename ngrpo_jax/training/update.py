@@ -166,6 +166,10 @@ def make_train_step(model_config, algo: algorithms_lib.Algorithm, cfg: UpdateCon
   shuffle uses a key folded from ``state.rng`` (the loop advances ``state.rng`` every step), so a step is a
   deterministic function of (state, batch).
 
+  Each micro-batch the terms see also carries ``rng`` (a PRNG key of its own, from ``state.rng``) and the
+  controllers' coefficients (``state.controllers``, e.g. ``entropy_coef_applied``); entries a term computes
+  from the whole minibatch (``registry.objective_term(prepare=...)``) are added before the micro-batch split.
+
   Metrics (scalars, means over all optimiser steps of the call): ``loss``, ``loss/<term>`` for every term of
   the objective, the terms' diagnostics (``pg/clip_frac_pos`` ..., ``entropy``, ``kl_ref_mean``,
   ``value/...``), grad_norm (before clipping; also its max), learning_rate (at the first optimiser step).
@@ -173,7 +177,8 @@ def make_train_step(model_config, algo: algorithms_lib.Algorithm, cfg: UpdateCon
 
   def train_step(state: state_lib.TrainState, batch: dict):
     batch = {k: v for k, v in batch.items() if k != "group_kind"}
-    missing = (objective_lib.needs(algo.objective) - set(objective_lib.MODEL_OUTPUTS)) - set(batch)
+    provided = set(batch) | {"rng"} | set(state.controllers or {})
+    missing = (objective_lib.needs(algo.objective) - set(objective_lib.MODEL_OUTPUTS)) - provided
     if missing:
       raise ValueError(f"the objective's terms need batch entries {sorted(missing)}, which the batch lacks "
                        f"(it has {sorted(batch)})")
@@ -189,8 +194,11 @@ def make_train_step(model_config, algo: algorithms_lib.Algorithm, cfg: UpdateCon
     perms = [jax.random.permutation(jax.random.fold_in(shuffle_key, e), n_rows) for e in range(cfg.ppo_epochs)]
     order = jnp.concatenate(perms).reshape(cfg.ppo_epochs * m, n_rows // m)
 
-    minibatch_step = _minibatch_step(batch, grad_fn, optimizer, algo.aggregation, u)
-    (params, opt_state), aux = jax.lax.scan(minibatch_step, (state.params, state.opt_state), order)
+    prepare = objective_lib.make_objective(algo.objective, algo.aggregation, cfg.const_len or (seq_len - 1)).prepare
+    scalars = dict(state.controllers or {})
+    minibatch_step = _minibatch_step(batch, grad_fn, optimizer, algo.aggregation, u, prepare, scalars)
+    keys = jax.random.split(jax.random.fold_in(shuffle_key, 0x7E53), order.shape[0])
+    (params, opt_state), aux = jax.lax.scan(minibatch_step, (state.params, state.opt_state), (order, keys))
     metrics = {k: jnp.mean(v) for k, v in aux.items()}
     metrics["grad_norm_max"] = jnp.max(aux["grad_norm"])
     for k in ("pg/clip_frac_pos", "pg/clip_frac_neg", "pg/clip_frac"):
@@ -204,29 +212,38 @@ def make_train_step(model_config, algo: algorithms_lib.Algorithm, cfg: UpdateCon
   return _jit(train_step, mesh, state_shardings) if jit else train_step
 
 
-def _minibatch_step(batch, grad_fn, optimizer, aggregation: str, u: int):
-  """``step((params, opt_state), row_indices) -> ((params, opt_state), aux)``: one optimiser step on the
+def _minibatch_step(batch, grad_fn, optimizer, aggregation: str, u: int, prepare, scalars: dict):
+  """``step((params, opt_state), (row_indices, key)) -> ((params, opt_state), aux)``: one optimiser step on the
   minibatch ``batch[row_indices]``, its gradient accumulated over ``u`` micro-batches (exactly: every
-  micro-batch loss uses the whole minibatch's normaliser)."""
+  micro-batch loss uses the whole minibatch's normaliser, and entries the terms compute from the minibatch
+  (``prepare``) are computed before the split). Each micro-batch also sees the scalars ``rng`` (a key of its
+  own) and ``scalars`` (the controllers' coefficients)."""
 
-  def minibatch_step(carry, idx):
+  def minibatch_step(carry, xs):
     params, opt_state = carry
+    idx, key = xs
     mb = jax.tree_util.tree_map(lambda x: x[idx], batch)
+    mb = {**mb, **prepare(mb, key)}
     normalizer = losses.batch_normalizer(mb["loss_mask"] > 0, aggregation)
     micro = _split(mb, u)
+    micro_keys = jax.random.split(jax.random.fold_in(key, 1), u)
 
-    def micro_step(acc, mcb):
-      (_, aux), g = grad_fn(params, mcb, normalizer)
+    def with_scalars(mcb, k):
+      return {**mcb, "rng": k, **scalars}
+
+    def micro_step(acc, xs):
+      mcb, k = xs
+      (_, aux), g = grad_fn(params, with_scalars(mcb, k), normalizer)
       acc_g, acc_aux = acc
       acc_g = jax.tree_util.tree_map(jnp.add, acc_g, g)
       acc_aux = {k: acc_aux[k] + (v if _additive(k) else v / u) for k, v in aux.items()}
       return (acc_g, acc_aux), None
 
     zeros_g = jax.tree_util.tree_map(jnp.zeros_like, params)
-    first = jax.tree_util.tree_map(lambda x: x[0], micro)
+    first = with_scalars(jax.tree_util.tree_map(lambda x: x[0], micro), micro_keys[0])
     aux_shape = jax.eval_shape(lambda: grad_fn(params, first, normalizer)[0][1])
     zeros_aux = {k: jnp.zeros(s.shape, s.dtype) for k, s in aux_shape.items()}
-    (grads, aux), _ = jax.lax.scan(micro_step, (zeros_g, zeros_aux), micro)
+    (grads, aux), _ = jax.lax.scan(micro_step, (zeros_g, zeros_aux), (micro, micro_keys))
     gnorm = optax.global_norm(grads)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
@@ -257,10 +274,10 @@ def make_group_grad_norms(model_config, algo: algorithms_lib.Algorithm, cfg: Upd
   policy-gradient signal each kind of group contributes (e.g. NGRPO's all-wrong groups).
   """
   mcfg = model_config_for(model_config, cfg)
-  pg_terms = [t for t in algo.objective if set(t.needs) <= {"logp", "old_logp", "advantages"}]
+  pg_terms = [t for t in algo.objective if set(t.needs) <= {"logp", "old_logp", "advantages", "old_entropy"}]
   if not pg_terms:
-    raise ValueError(f"algorithm {algo.name!r} has no policy-gradient term (one that reads only logp, old_logp "
-                     "and advantages) to measure per-kind gradient norms of")
+    raise ValueError(f"algorithm {algo.name!r} has no policy-gradient term (one that reads only logp, old_logp, "
+                     "advantages and old_entropy) to measure per-kind gradient norms of")
 
   def fn(params, batch):
     policy_objective = objective_lib.make_objective(pg_terms[:1], algo.aggregation,
@@ -270,7 +287,9 @@ def make_group_grad_norms(model_config, algo: algorithms_lib.Algorithm, cfg: Upd
       out = score_tokens(policy, mcfg, batch["tokens"], batch["attention_mask"],
                          chunk_size=cfg.logprob_chunk_size, with_entropy=False,
                          unroll_layers=cfg.unroll_layers)
-      return policy_objective({"logp": out["logp"].astype(jnp.float32)}, {**batch, "advantages": adv}, None)[0]
+      mb = {**batch, "advantages": adv}
+      mb = {**mb, **policy_objective.prepare(mb, jax.random.PRNGKey(0))}
+      return policy_objective({"logp": out["logp"].astype(jnp.float32)}, mb, None)[0]
 
     kinds = jnp.arange(len(GROUP_KINDS))[:, None, None]
     adv_by_kind = batch["advantages"][None] * (batch["group_kind"][None, :, None] == kinds)
