@@ -333,7 +333,8 @@ def near_misses(samples_path) -> dict:
 GROUP_TITLES = {"table1": "Table 1 — the algorithms (paper Table 1)",
                 "zhu": "PSR-only / NSR-only (Zhu et al.)",
                 "table2": "Table 2 — NGRPO's components (the ablation's rows; NGRPO is the full method)",
-                "table3": "Table 3 — the virtual sample's reward and count"}
+                "table3": "Table 3 — the virtual sample's reward and count",
+                "rivals": "NGRPO's rivals (LENS, RL-ZVP), at NGRPO's learning rate"}
 
 
 def write_report(study, workdir, out_dir, study_spec: str = "") -> dict:
@@ -525,7 +526,7 @@ def _markdown(study, res, table, verdicts, reg, cost, figures, study_spec) -> st
                      f"{unit} (seeds {c['seeds']}: {', '.join(f'{d:+.3g}' for d in c['diffs'])}) → {cv}")
   lines += ["", "## Pass@k (%) and the Pass@k AUC, mean ± 95% CI over seeds", ""]
   header = "| arm | lr | seeds | " + " | ".join(f"k={k}" for k in ks) + " | AUC | clip frac (A≥0 / A<0) |"
-  for group in ("base", "table1", "zhu", "table2", "table3"):
+  for group in ("base", "table1", "zhu", "table2", "table3", "rivals"):
     rows = [(name, row) for name, row in table.items() if row["group"] == group]
     if not rows:
       continue

@@ -201,7 +201,7 @@ def test_load_study_errors_name_the_problem(tmp_path):
   study = study_lib.load_study("experiments/studies/ngrpo_replication.py:reduced")
   assert study.name.endswith("reduced") and "REDUCED" in study.description
   full = study_lib.load_study("experiments/studies/ngrpo_replication.py:full")
-  assert len(full.arms) == 15 and len(full.seeds) >= 3
+  assert len(full.arms) == 17 and len(full.seeds) >= 3
   with pytest.raises(ValueError, match="unknown study"):
     study_lib.load_study("experiments/studies/ngrpo_replication.py:huge")
 

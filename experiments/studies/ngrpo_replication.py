@@ -23,7 +23,9 @@ flattens pass@k), pass@k for k = 1..256 and the AUC by the authors' formula.
 with clip 0.2 / 0.28 and dynamic sampling, PSR-NSR = W-REINFORCE λ = 0.1, PPO with a value head and
 GAE(1, 0.95)), PSR-only / NSR-only, the Table 2 ablation (``algorithms.ngrpo_ablation``; its first row is
 GRPO's estimator with DAPO's filter and no KL, i.e. the ablation's own base, next to the Table 1 GRPO) and
-Table 3 (virtual reward max / medium / min, count 1 / 2 / 4). Learning rates: each Table 1 arm and PSR-only /
+Table 3 (virtual reward max / medium / min, count 1 / 2 / 4), and two rivals of NGRPO as extra rows: LENS
+(confidence-weighted negative reward, arXiv 2510.08696) and RL-ZVP (zero-variance groups get entropy-scaled
+advantages, arXiv 2509.21880), at NGRPO's rate. Learning rates: each Table 1 arm and PSR-only /
 NSR-only tuned over {1e-5, 3e-5, 1e-4, 3e-4} on the validation split (24 RL steps, seed 100, 64 × 64 samples,
 validation pass@1: see TUNING_CRITERION for why not the AUC); the ablation arms use NGRPO's tuned rate, as the paper's ablations share NGRPO's
 hyperparameters.
@@ -109,13 +111,16 @@ def arms(tuned: bool = True) -> tuple:
       _arm("vr_min", abl(virtual_reward="min"), "table3", **ngrpo_lr),
       _arm("vc2", abl(virtual_count=2), "table3", **ngrpo_lr),
       _arm("vc4", abl(virtual_count=4), "table3", **ngrpo_lr),
+      # NGRPO's rivals that no other library ships (issue 17's estimators), at NGRPO's rate.
+      _arm("lens", p["lens"], "rivals", **ngrpo_lr),
+      _arm("rl_zvp", p["rl_zvp"], "rivals", **ngrpo_lr),
   )
 
 
 def full() -> study_lib.Study:
   base = recipe()
   return study_lib.Study(
-      name="ngrpo_replication", description="the full study: 15 arms × 3 seeds, learning rates tuned per arm",
+      name="ngrpo_replication", description="the full study: 17 arms × 3 seeds, learning rates tuned per arm",
       warm_start=warm_start(base), base=base, arms=arms(), seeds=SEEDS,
       tuning=study_lib.Tuning(rl_steps=24, num_problems=64, num_samples=64, seed=100, criterion=TUNING_CRITERION),
       pool_samples=32)
