@@ -335,3 +335,37 @@ def load_tokenizer(path, **kwargs):
   if not pathlib.Path(path).is_dir():
     raise FileNotFoundError(f"tokenizer directory {path} does not exist")
   return transformers.AutoTokenizer.from_pretrained(os.fspath(path), **kwargs)
+
+
+# A probe text with spaces, double spaces, newlines, digits, LaTeX and the end-of-turn marker: what a reloaded
+# tokenizer must encode exactly like the one that was saved.
+_TOKENIZER_PROBE = "Compute 12 + 345.\nPlease reason step by step, and put your final answer within \\boxed{}.\n\n  x = 357"
+
+
+def save_tokenizer(path, tokenizer) -> None:
+  """Writes ``tokenizer`` into the checkpoint directory ``path`` and checks that the standard loader
+  (``transformers.AutoTokenizer.from_pretrained(path)``, which also reads ``path/config.json``'s
+  ``model_type``) rebuilds the same tokenizer: same ids for a probe text (plus the eos token), same eos and
+  pad ids, same length.
+
+  Raises:
+    ValueError: naming the reloaded class and the first difference (e.g. a tokenizer whose class the
+      loader overrides from ``model_type`` and rebuilds differently).
+  """
+  import transformers  # pylint: disable=g-import-not-at-top
+  tokenizer.save_pretrained(os.fspath(path))
+  loaded = transformers.AutoTokenizer.from_pretrained(os.fspath(path))
+  probe = _TOKENIZER_PROBE + (tokenizer.eos_token or "")
+  want, got = tokenizer(probe, add_special_tokens=False)["input_ids"], loaded(probe, add_special_tokens=False)["input_ids"]
+  problems = []
+  if want != got:
+    problems.append(f"{probe!r} encodes as {got[:24]}... instead of {want[:24]}...")
+  for name in ("eos_token_id", "pad_token_id"):
+    if getattr(loaded, name) != getattr(tokenizer, name):
+      problems.append(f"{name} {getattr(loaded, name)} instead of {getattr(tokenizer, name)}")
+  if len(loaded) != len(tokenizer):
+    problems.append(f"{len(loaded)} tokens instead of {len(tokenizer)}")
+  if problems:
+    raise ValueError(f"the tokenizer saved in {path} does not reload as itself: AutoTokenizer builds a "
+                     f"{type(loaded).__name__} (not a {type(tokenizer).__name__}) whose " + "; ".join(problems))
+

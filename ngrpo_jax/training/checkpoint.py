@@ -122,11 +122,12 @@ def _path(path) -> str:
 
 
 def export_hf(path, model_config, policy_params, tokenizer=None):
-  """Writes the policy as a Hugging Face directory (``models.save_pretrained``) plus the tokenizer."""
+  """Writes the policy as a Hugging Face directory (``models.save_pretrained``) plus the tokenizer, checked to
+  reload as itself through ``AutoTokenizer`` (``models.save_tokenizer``)."""
   path = os.fspath(path)
   models.save_pretrained(path, model_config, jax.device_get(policy_params))
   if tokenizer is not None:
-    tokenizer.save_pretrained(path)
+    models.save_tokenizer(path, tokenizer)
   return path
 
 
