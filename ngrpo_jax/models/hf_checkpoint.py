@@ -59,12 +59,7 @@ class _SafetensorsFile:
 
   def __init__(self, path: pathlib.Path):
     self.path = path
-    with open(path, "rb") as f:
-      header_len = int.from_bytes(f.read(8), "little")
-      header = json.loads(f.read(header_len))
-    header.pop("__metadata__", None)
-    self.header = header
-    self._data_start = 8 + header_len
+    self.header, self._data_start = _read_safetensors_header(path)
     self._mmap = np.memmap(path, dtype=np.uint8, mode="r")
 
   def get(self, name: str) -> np.ndarray:
@@ -74,6 +69,55 @@ class _SafetensorsFile:
     begin, end = info["data_offsets"]
     raw = self._mmap[self._data_start + begin:self._data_start + end]
     return raw.view(_SAFETENSORS_DTYPES[info["dtype"]]).reshape(info["shape"])
+
+
+def _read_safetensors_header(path: pathlib.Path) -> tuple[dict, int]:
+  """({tensor name: {dtype, shape, data_offsets}}, data start) of a safetensors file, validated as the
+  safetensors library does: the header fits in the file and is a JSON object, every tensor's byte range
+  matches its dtype and shape, and the ranges cover the data section exactly (no gap, overlap or tail).
+
+  Raises:
+    ValueError: ``<path> is not a valid safetensors file: <the problem>`` (truncated, random bytes...).
+  """
+  size = path.stat().st_size
+
+  def bad(problem):
+    return ValueError(f"{path} is not a valid safetensors file: {problem} (re-export or re-download it)")
+
+  with open(path, "rb") as f:
+    head = f.read(8)
+    if len(head) < 8:
+      raise bad(f"{size} bytes, shorter than the 8-byte header length")
+    header_len = int.from_bytes(head, "little")
+    if header_len > size - 8:
+      raise bad(f"the header claims {header_len} bytes but the file has {size} (truncated, or not safetensors)")
+    try:
+      header = json.loads(f.read(header_len))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+      raise bad(f"its header is not JSON ({type(e).__name__})") from None
+  if not isinstance(header, dict):
+    raise bad("its header is not a JSON object")
+  header.pop("__metadata__", None)
+  data_size, ranges = size - 8 - header_len, []
+  for name, info in header.items():
+    try:
+      dtype = _SAFETENSORS_DTYPES.get(info["dtype"])
+      shape = [int(d) for d in info["shape"]]
+      begin, end = (int(x) for x in info["data_offsets"])
+    except (KeyError, TypeError, ValueError):
+      raise bad(f"tensor {name!r} has a malformed header entry {info!r}") from None
+    if dtype is not None and end - begin != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
+      raise bad(f"tensor {name!r} of shape {shape} and dtype {info['dtype']} spans {end - begin} bytes")
+    ranges.append((begin, end, name))
+  position = 0
+  for begin, end, name in sorted(ranges):
+    if begin != position:
+      raise bad(f"tensor {name!r} starts at byte {begin} of the data instead of {position} (overlap or gap)")
+    position = end
+  if position != data_size:
+    raise bad(f"incomplete data: the tensors need {position} bytes, the file holds {data_size}"
+              + (" (truncated)" if position > data_size else ""))
+  return header, 8 + header_len
 
 
 def _write_safetensors(path: pathlib.Path, tensors: list):
