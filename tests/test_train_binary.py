@@ -83,6 +83,30 @@ def test_binary_reports_clear_errors(tmp_path):
   assert res.returncode == 2 and "grup_size does not exist" in res.stderr and "Traceback" not in res.stderr
   res = _train(tmp_path / "x", "--config=experiments/configs/cpu.py:smoke", "--config.learner.num_minibatches=3")
   assert res.returncode == 2 and "error:" in res.stderr and "divisible" in res.stderr
+  (tmp_path / "a_file").write_text("")
+  for args, message in (
+      ((), "--workdir=" + str(tmp_path / "a_file") + " is a file"),
+      (("--config.task.kind=csv",), "task.kind must be 'synthetic' or 'jsonl', got 'csv'"),
+      (("--config.task.template=alpaca",), "task.template must be one of"),
+      (("--config.task.eval_difficulty=(3.0, 2.0)",), "task.eval_difficulty=(3.0, 2.0): difficulty_range must have lo <= hi"),
+      (("--config.task.eval_path=/tmp/x.jsonl",), "task.eval_path='/tmp/x.jsonl' does not apply to task.kind='synthetic'"),
+      (("--config.task.kind=jsonl", "--config.task.train_path=/nonexistent.jsonl", "--config.task.eval_path=/x.jsonl"),
+       "task.train_path='/nonexistent.jsonl' is not a file")):
+    workdir = tmp_path / "a_file" if not args else tmp_path / "x"
+    res = _train(workdir, "--config=experiments/configs/cpu.py:smoke", *args)
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert res.returncode == 2 and len(errors) == 1 and message in errors[0], (args, res.stderr[-2000:])
+    assert "Traceback" not in res.stderr
+
+
+@pytest.mark.e2e
+def test_no_warm_start_is_a_valid_setting(tmp_path):
+  res = _train(tmp_path / "run", "--config=experiments/configs/cpu.py:smoke", "--config.sft.steps=0",
+               "--config.rl_steps=1", "--config.export_hf=False", "--config.tensorboard=False")
+  assert res.returncode == 0, res.stderr[-3000:]
+  assert "warning: sft.steps=0" in res.stderr and "[sft]" not in res.stdout
+  rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+  assert [r["phase"] for r in rows] == ["rl"]
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import json
 import os
 import pathlib
 import shutil
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -51,15 +51,20 @@ class Checkpointer:
   Args:
     directory: checkpoint root (created).
     keep: keep the last ``keep`` checkpoints (older ones are deleted).
+    keep_steps: steps kept whatever ``keep`` says (the trainer keeps step 0, the warm-started policy whose
+      evaluation is the run's "before RL").
   """
 
-  def __init__(self, directory, keep: int = 3):
+  def __init__(self, directory, keep: int = 3, keep_steps: Sequence[int] = ()):
     if keep < 1:
       raise ValueError(f"keep must be >= 1, got {keep}")
     self.directory = pathlib.Path(directory).absolute()
     self.directory.mkdir(parents=True, exist_ok=True)
-    self._manager = ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+    policies = [ocp.checkpoint_managers.LatestN(keep)]
+    if keep_steps:
+      policies.append(ocp.checkpoint_managers.CustomSteps([int(s) for s in keep_steps]))
+    self._manager = ocp.CheckpointManager(self.directory, options=ocp.CheckpointManagerOptions(
+        preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies), create=True))
 
   def save(self, state: state_lib.TrainState, config: Optional[dict] = None, extra: Optional[dict] = None):
     """Writes the state at ``int(state.step)`` (blocking) with the JSON ``config`` / ``extra`` metadata."""
@@ -106,29 +111,31 @@ class Checkpointer:
     """
     damaged = []
     for step in sorted(self.all_steps(), reverse=True):
-      tree = _to_tree(like)
-      if shardings is None:
-        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, tree)
-      else:
-        abstract = jax.tree_util.tree_map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree,
-                                          _to_tree(shardings))
       try:
-        self._check_shapes(step, abstract)
-        restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                                                       meta=ocp.args.JsonRestore()))
+        return self.restore(step, like, shardings)
       except ValueError as e:
         if "does not match the train state" in str(e):
           raise
         damaged.append(self._set_aside(step, e, log))
-        continue
       except Exception as e:  # pylint: disable=broad-except  (TensorStore / JSON / OS errors of a damaged folder)
         damaged.append(self._set_aside(step, e, log))
-        continue
-      return _from_tree(restored["state"], like), dict(restored["meta"])
     if damaged:
       raise CheckpointError(f"no intact checkpoint in {self.directory}: " + "; ".join(damaged)
                             + f" (moved to {self.directory}.damaged/; delete them and rerun to start afresh)")
     return None, {}
+
+  def restore(self, step: int, like: state_lib.TrainState, shardings=None) -> tuple[state_lib.TrainState, dict]:
+    """(state, metadata) of the checkpoint of ``step`` (arguments as :meth:`restore_latest`; no fallback)."""
+    tree = _to_tree(like)
+    if shardings is None:
+      abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, tree)
+    else:
+      abstract = jax.tree_util.tree_map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree,
+                                        _to_tree(shardings))
+    self._check_shapes(step, abstract)
+    restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                                   meta=ocp.args.JsonRestore()))
+    return _from_tree(restored["state"], like), dict(restored["meta"])
 
   def _set_aside(self, step: int, error: Exception, log) -> str:
     """Reports a damaged step folder in one line and moves it to ``<directory>.damaged/<step>``."""

@@ -91,6 +91,30 @@ def summary_gain(before: dict, after: dict) -> dict:
 
 
 
+def evaluate_before(r, state) -> dict:
+  """The "before RL" evaluation ``eval_before.json``: of the step-0 (warm-started) policy, done once.
+
+  A resumed run (``state`` past step 0) re-uses it; should it be missing (or hold another policy's
+  evaluation), the step-0 policy is restored from the checkpoint the trainer keeps for it and evaluated.
+
+  Raises:
+    ValueError: neither a step-0 evaluation nor the step-0 checkpoint exists (names both).
+  """
+  path = r.workdir / "eval_before.json"
+  if path.exists():
+    res = json.loads(path.read_text())
+    if (res.get("settings") or {}).get("policy_step") == 0 and "pass_at_k" in res:
+      return res
+  if int(state.step) != 0:
+    if 0 not in r.ckpt.all_steps():
+      raise ValueError(f"the run in {r.workdir} is at RL step {int(state.step)} but has no evaluation of its "
+                       f"step-0 policy ({path} is missing or of another step) and no step-0 checkpoint in "
+                       f"{r.ckpt.directory} to make one: use a new --workdir to measure the before-RL baseline")
+    r.say(f"[eval:before] {path.name} is missing: evaluating the step-0 policy of {r.ckpt.directory}/0")
+    state, _ = r.ckpt.restore(0, state)
+  return evaluate_policy(r, state, "before")
+
+
 def evaluate_policy(r, state, tag: str) -> dict:
   """The held-out evaluation ``eval_<tag>.json`` of the run ``r`` (``loop.Run``) at ``state``'s policy.
 

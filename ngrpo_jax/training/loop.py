@@ -6,8 +6,9 @@ workdir:
 
   <workdir>/config.json           the resolved config (``config.to_dict``; the algorithm by names)
   <workdir>/metrics.jsonl, tb/    per-step metrics (console line too)
-  <workdir>/checkpoints/          orbax train states (keep-last-N); a rerun resumes from the latest
-  <workdir>/eval_before.json      held-out evaluation of the warm-started policy (``evaluation.evaluate``'s
+  <workdir>/checkpoints/          orbax train states (keep-last-N, and step 0: the warm-started policy); a rerun
+                                  resumes from the newest intact one
+  <workdir>/eval_before.json      held-out evaluation of the warm-started (step-0) policy, written once (``evaluation.evaluate``'s
                                   summary: pass@k for every k ≤ N, AUC, bootstrap CIs, per-problem counts)
   <workdir>/eval_before/          its samples.jsonl, counts.jsonl and plan.json (resumable)
   <workdir>/eval_after.json, eval_after/   the same after RL
@@ -43,6 +44,7 @@ from ngrpo_jax.training import compile_counter as compile_counter_lib
 from ngrpo_jax.training import config as config_lib
 from ngrpo_jax.training import heldout
 from ngrpo_jax.training import logging as logging_lib
+from ngrpo_jax.training import preemption as preemption_lib
 from ngrpo_jax.training import sft as sft_lib
 from ngrpo_jax.training import state as state_lib
 from ngrpo_jax.training import step as step_lib
@@ -71,8 +73,14 @@ class Run:
   t_start: float = dataclasses.field(default_factory=time.perf_counter)
 
 
-def run(cfg: config_lib.ExperimentConfig, workdir, *, log_stream=None, grade_fn=None) -> dict:
+def run(cfg: config_lib.ExperimentConfig, workdir, *, log_stream=None, grade_fn=None,
+        handle_signals: bool = True) -> dict:
   """Runs (or resumes) the experiment in ``workdir`` and returns the summary dict.
+
+  Preemption (``handle_signals``, ``training.preemption``): a SIGTERM / SIGINT during an RL step lets the step
+  finish, checkpoints it and raises ``preemption.Preempted``; during the warm-start or an evaluation (both
+  redone / resumed by a rerun) it raises at once. A rerun resumes with nothing lost: ``metrics.jsonl`` keeps
+  only the rows of the restored state (one row per RL step), and "before RL" stays the step-0 evaluation.
 
   Args:
     cfg: the experiment config.
@@ -81,13 +89,26 @@ def run(cfg: config_lib.ExperimentConfig, workdir, *, log_stream=None, grade_fn=
     log_stream: console stream (default stdout).
     grade_fn: optional grader ``(golds, responses) -> results`` (``grading.Grader``'s signature; default:
       the SymPy checker in ``cfg.grading_workers`` worker processes).
+    handle_signals: install the SIGTERM / SIGINT handlers (main thread only).
+
+  Raises:
+    preemption.Preempted: stopped by a signal (its ``message()`` is one line; ``exit_code`` = 128 + signal).
+    checkpoint.CheckpointError: no checkpoint in ``workdir`` can be read.
   """
   r = _setup(cfg, pathlib.Path(workdir), log_stream or sys.stdout, grade_fn)
-  state, optimizer, schedule, state_sh = _initial_state(r)
-  before = heldout.evaluate_policy(r, state, "before")
-  state, rl_breakdown = _train(r, state, optimizer, schedule, state_sh)
-  after = heldout.evaluate_policy(r, state, "after")
-  return _finish(r, state, before, after, rl_breakdown)
+  with preemption_lib.Guard(enabled=handle_signals) as guard:
+    try:
+      guard.where = "during the set-up or warm-start"
+      state, optimizer, schedule, state_sh = _initial_state(r)
+      guard.where = "during the before-RL evaluation (it resumes per batch)"
+      before = heldout.evaluate_before(r, state)
+      state, rl_breakdown = _train(r, state, optimizer, schedule, state_sh, guard)
+      guard.where = "during the after-RL evaluation (it resumes per batch)"
+      after = heldout.evaluate_policy(r, state, "after")
+      guard.where = "during the export"
+      return _finish(r, state, before, after, rl_breakdown)
+    finally:
+      _close(r)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -99,7 +120,7 @@ def _setup(cfg, workdir: pathlib.Path, stream, grade_fn) -> Run:
   workdir.mkdir(parents=True, exist_ok=True)
   algo = config_lib.validate_config(cfg)
   config_dict = {**config_lib.to_dict(cfg), "train_state": config_lib.state_structure(algo)}
-  ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints", keep=cfg.keep_checkpoints)
+  ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints", keep=cfg.keep_checkpoints, keep_steps=(0,))
   saved = ckpt.latest_metadata()
   if saved is not None:
     config_lib.check_resume_compatible(saved.get("config") or {}, config_dict,
@@ -154,8 +175,11 @@ def _initial_state(r: Run):
                                                      value_params=value_params, keep_reference=algo.uses_reference)
   template = make(r.init_params)
   state_sh = None if r.mesh is None else sharding.train_state_shardings(r.model_config, template, r.mesh)
-  state, meta = r.ckpt.restore_latest(template, shardings=state_sh)
+  state, meta = r.ckpt.restore_latest(template, shardings=state_sh, log=r.say)
   del template
+  # metrics.jsonl holds exactly the rows of the state the run continues from: RL rows up to its step (rows of
+  # steps replayed after an interruption are dropped), nothing when the warm-start is redone.
+  r.writer.keep_only(None if state is None else int(state.step))
   if state is not None:
     done = int(state.step)
     if done >= cfg.rl_steps and (r.workdir / "eval_after.json").exists():
@@ -186,7 +210,7 @@ def _initial_state(r: Run):
 # RL: one `step.rl_step` per iteration, with timing, compile counts, metrics and checkpoints around it.
 
 
-def _train(r: Run, state, optimizer, schedule, state_sh):
+def _train(r: Run, state, optimizer, schedule, state_sh, guard: preemption_lib.Guard):
   cfg, algo = r.cfg, r.cfg.algorithm
   train_step = update_lib.make_train_step(r.model_config, algo, cfg.learner, optimizer, schedule, mesh=r.mesh,
                                           state_shardings=state_sh)
@@ -202,7 +226,8 @@ def _train(r: Run, state, optimizer, schedule, state_sh):
   # Draws (sampler calls) of the last steps: the next step samples min(recent) draws before the previous
   # draw's grades are in (speed only, never results); a wasted draw costs a sampler call.
   recent_draws = collections.deque(maxlen=4)
-  with compile_counter_lib.CompileCounter() as compiles:
+  # A SIGTERM / SIGINT during RL lets the step in progress finish; it is then checkpointed and the run stops.
+  with compile_counter_lib.CompileCounter() as compiles, guard.deferred():
     while int(state.step) < cfg.rl_steps:
       if cfg.time_budget_s is not None and time.perf_counter() - r.t_start > cfg.time_budget_s:
         r.say(f"[rl] time budget {cfg.time_budget_s}s reached at step {int(state.step)}; stopping RL early")
@@ -216,9 +241,13 @@ def _train(r: Run, state, optimizer, schedule, state_sh):
       for k in PHASES:
         phase_time[f"rl_{k}"] += m.get(f"time/{k}", 0.0)
       r.writer.write(step + 1, m, phase="rl")
-      if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.rl_steps:
+      stop = guard.stop_requested()
+      if stop or (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.rl_steps:
         r.timings.update(phase_time, rl=rl_time + time.perf_counter() - t_rl)
         r.ckpt.save(state, r.config_dict, extra={"timings": r.timings})
+      if stop:
+        raise preemption_lib.Preempted(guard.signum, f"after RL step {step + 1} of {cfg.rl_steps}",
+                                       saved=f"{r.ckpt.directory}/{step + 1}")
   r.timings.update(phase_time, rl=rl_time + time.perf_counter() - t_rl)
   rl_breakdown = steps_breakdown.summary()
   if steps_breakdown.steps:
@@ -285,11 +314,15 @@ def _finish(r: Run, state, before: dict, after: dict, rl_breakdown: dict) -> dic
         f"pass@{n} {before['pass_at_k'][str(n)]:.1f}% → {after['pass_at_k'][str(n)]:.1f}%; never-solved "
         f"{before['never_solved_share']:.1f}% → {after['never_solved_share']:.1f}%; times "
         + ", ".join(f"{k} {v:.0f}s" for k, v in summary["timings_s"].items()))
+  return summary
+
+
+def _close(r: Run) -> None:
+  """Closes the run's metrics writer, checkpointer and grading workers (also when it stops on an error)."""
   r.writer.close()
   r.ckpt.close()
   if r.pool is not None:
     r.pool.close()
-  return summary
 
 
 class _NullWriter:
@@ -297,6 +330,9 @@ class _NullWriter:
 
   def write(self, *args, **kwargs):
     del args, kwargs
+
+  def keep_only(self, rl_step):
+    del rl_step
 
   def close(self):
     pass

@@ -23,7 +23,7 @@ class SFTConfig:
   """Warm-start options.
 
   Attributes:
-    steps: optimiser steps.  batch_size: sequences per step.
+    steps: optimiser steps (0: no warm-start).  batch_size: sequences per step.
     learning_rate, warmup_steps, weight_decay: AdamW with linear warm-up then cosine decay to 10%.
     max_len: sequences (prompt + completion) are padded / must fit to this many tokens.
     logprob_chunk_size: time chunk of the log-prob computation (None: unchunked, logits kept).
@@ -39,7 +39,9 @@ class SFTConfig:
   unroll_layers: bool = False
 
   def __post_init__(self):
-    for f in ("steps", "batch_size", "max_len"):
+    if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 0:
+      raise ValueError(f"steps must be an int >= 0 (0: no warm-start), got {self.steps!r}")
+    for f in ("batch_size", "max_len"):
       if getattr(self, f) < 1:
         raise ValueError(f"{f} must be >= 1, got {getattr(self, f)}")
 
