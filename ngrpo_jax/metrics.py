@@ -1,7 +1,9 @@
 """Evaluation metrics: unbiased pass@k, pass@k curves, pass@k AUC (the NGRPO paper's), bootstrap CIs.
 
 These are host-side functions in float64 numpy (evaluation happens once per checkpoint, outside jitted
-code, and the products over up to N = 256 terms benefit from float64). They accept numpy or JAX arrays.
+code, and the products over up to N = 256 terms benefit from float64). They accept numpy or (concrete) JAX
+arrays; called under ``jax.jit`` / ``vmap`` / ``grad`` they raise a TypeError saying so (unlike the
+advantages and losses, which are jit-safe JAX). Values are checked: pass@k curves are fractions in [0, 1].
 """
 from typing import NamedTuple, Optional, Sequence, Union
 
@@ -9,8 +11,16 @@ import jax
 import numpy as np
 
 
+def _host(x, name):
+  """``x`` as a numpy array; a TypeError naming the argument when it is traced (under jit / vmap / grad)."""
+  if isinstance(x, jax.core.Tracer):
+    raise TypeError(f"`{name}` is a traced JAX value: ngrpo_jax.metrics are host-side float64 numpy functions "
+                    "(evaluation, not training); call them outside jax.jit / vmap / grad")
+  return np.asarray(x)
+
+
 def _int_array(x, name):
-  arr = np.asarray(x)
+  arr = _host(x, name)
   if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or
                                (np.issubdtype(arr.dtype, np.floating) and np.all(arr == np.round(arr)))):
     raise TypeError(f"`{name}` must hold integers, got dtype {arr.dtype} / values {arr!r}.")
@@ -36,7 +46,7 @@ def pass_at_k(num_samples, num_correct, k: int) -> np.ndarray:
   c = _int_array(num_correct, "num_correct")
   n, c = np.broadcast_arrays(n, c)
   if not isinstance(k, (int, np.integer)) or isinstance(k, bool):
-    raise TypeError(f"`k` must be an int, got {k!r}.")
+    raise TypeError(f"`k` must be a Python int, got {k!r}.")
   if k < 1:
     raise ValueError(f"`k` must be >= 1, got {k}.")
   if np.any(n < 1):
@@ -74,14 +84,17 @@ def pass_at_k_curve(num_samples, num_correct, ks: Optional[Sequence[int]] = None
 
 
 def _check_curve(values, ks):
-  y = np.asarray(values, dtype=np.float64)
+  y = _host(values, "values").astype(np.float64)
   if y.ndim != 1 or y.size < 2:
     raise ValueError(f"`values` must be a 1-D array of >= 2 pass@k values, got shape {y.shape}.")
   if not np.all(np.isfinite(y)):
     raise ValueError("`values` contains NaN or infinite values.")
+  if np.any(y < 0) or np.any(y > 1):
+    raise ValueError(f"`values` must be pass@k fractions in [0, 1], got values in [{y.min():g}, {y.max():g}]"
+                     + (" (percentages? divide by 100)" if y.max() <= 100 else "") + ".")
   if ks is None:
     ks = 2 ** np.arange(y.size)
-  ks = np.asarray(ks, dtype=np.float64)
+  ks = _host(ks, "ks").astype(np.float64)
   if ks.shape != y.shape:
     raise ValueError(f"`ks` has shape {ks.shape} but `values` has shape {y.shape}.")
   if np.any(ks < 1) or np.any(np.diff(ks) <= 0):
@@ -149,7 +162,7 @@ def bootstrap_ci(per_problem_values, key_or_seed: Union[int, jax.Array], num_res
   Returns:
     ConfidenceInterval(estimate = mean over problems, lower, upper), each of shape values.shape[1:].
   """
-  x = np.asarray(per_problem_values, dtype=np.float64)
+  x = _host(per_problem_values, "per_problem_values").astype(np.float64)
   if x.ndim < 1 or x.shape[0] < 1:
     raise ValueError(f"`per_problem_values` must have at least one problem along axis 0, got shape {x.shape}.")
   if not np.all(np.isfinite(x)):
