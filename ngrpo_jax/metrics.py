@@ -179,3 +179,59 @@ def bootstrap_ci(per_problem_values, key_or_seed: Union[int, jax.Array], num_res
   means = x[idx].mean(axis=1)
   lower, upper = np.quantile(means, [alpha / 2, 1 - alpha / 2], axis=0)
   return ConfidenceInterval(estimate=x.mean(axis=0), lower=lower, upper=upper)
+
+
+class PairedComparison(NamedTuple):
+  """Mean difference b − a with its paired-bootstrap interval and two-sided p-value (H0: no difference)."""
+  difference: float
+  lower: float
+  upper: float
+  p_value: float
+
+
+def paired_bootstrap(per_problem_a, per_problem_b, key_or_seed: Union[int, jax.Array] = 0,
+                     num_resamples: int = 10000, alpha: float = 0.05) -> PairedComparison:
+  """Paired bootstrap test of two methods evaluated on the same problems (and, optionally, the same seeds).
+
+  d = b − a per problem (and seed); the statistic is mean(d). Each resample draws problems with replacement
+  (and, independently, seeds with replacement: a two-way bootstrap over problems × seeds) and takes the mean
+  of d over the drawn cells; the interval is the (alpha/2, 1 − alpha/2) percentile of the resampled means and
+  the two-sided p-value is min(1, 2 · min(P*(mean ≤ 0), P*(mean ≥ 0))) (Efron & Tibshirani 1993, §16;
+  Koehn 2004 for paired resampling of test items).
+
+  Args:
+    per_problem_a, per_problem_b: float[P] (e.g. per-problem pass@1 of two runs) or float[S, P] (S seeds,
+      the same P problems in the same order); equal shapes.
+    key_or_seed: a ``jax.random`` key or an int seed.
+    num_resamples: bootstrap resamples (>= 1).
+    alpha: 1 − confidence level, in (0, 1).
+
+  Returns:
+    PairedComparison(difference = mean(b − a), lower, upper, p_value).
+  """
+  a = _host(per_problem_a, "per_problem_a").astype(np.float64)
+  b = _host(per_problem_b, "per_problem_b").astype(np.float64)
+  if a.shape != b.shape or a.ndim not in (1, 2) or a.shape[-1] < 1:
+    raise ValueError(f"per_problem_a and per_problem_b must both be [P] or [S, P] with the same shape, got "
+                     f"{a.shape} and {b.shape}.")
+  if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+    raise ValueError("per-problem values contain NaN or infinite values.")
+  if not isinstance(num_resamples, (int, np.integer)) or num_resamples < 1:
+    raise ValueError(f"`num_resamples` must be an int >= 1, got {num_resamples!r}.")
+  if not 0 < alpha < 1:
+    raise ValueError(f"`alpha` must be in (0, 1), got {alpha!r}.")
+  d = (b - a).reshape(-1, a.shape[-1])                       # [S, P]
+  s, p = d.shape
+  seed = int(key_or_seed) if isinstance(key_or_seed, (int, np.integer)) else \
+      int(np.asarray(jax.random.randint(key_or_seed, (), 0, 2 ** 31 - 1)))
+  rng = np.random.default_rng(seed)
+  means = np.empty(num_resamples)
+  for start in range(0, num_resamples, 1000):                # bounded memory: 1000 resamples at a time
+    r = min(1000, num_resamples - start)
+    rows = rng.integers(0, s, size=(r, s))
+    cols = rng.integers(0, p, size=(r, p))
+    per_seed = np.stack([d[rows[i]][:, cols[i]].mean() for i in range(r)]) if s > 1 else d[0][cols].mean(axis=1)
+    means[start:start + r] = per_seed
+  lower, upper = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+  p_value = min(1.0, 2.0 * min(np.mean(means <= 0.0), np.mean(means >= 0.0)))
+  return PairedComparison(float(d.mean()), float(lower), float(upper), float(p_value))

@@ -155,3 +155,23 @@ def test_readme_math_core_is_jit_vmap_grad_safe():
   logp = jnp.zeros((2, 3))
   grad = jax.grad(lambda lp: losses.policy_loss(lp, logp, jnp.array([1.0, -1.0]), jnp.ones((2, 3)))[0])(logp)
   assert grad.shape == (2, 3) and bool(jnp.all(jnp.isfinite(grad)))
+
+
+def test_paired_bootstrap():
+  rng = np.random.default_rng(0)
+  a = rng.uniform(0, 1, 200)
+  same = metrics.paired_bootstrap(a, a, 0, num_resamples=500)
+  assert same == metrics.PairedComparison(0.0, 0.0, 0.0, 1.0)
+  better = metrics.paired_bootstrap(a, np.clip(a + 0.1 + 0.05 * rng.standard_normal(200), 0, 2), 0)
+  assert better.lower > 0 and better.p_value < 1e-3 and better.lower < better.difference < better.upper
+  noise = metrics.paired_bootstrap(a, a + 0.3 * rng.standard_normal(200), 1)
+  assert noise.lower < 0 < noise.upper and noise.p_value > 0.05
+  # Two-way (seeds × problems): the same difference with more spread than over problems alone.
+  seeds_a = rng.uniform(0, 1, (3, 200))
+  seeds_b = seeds_a + np.array([[0.0], [0.2], [0.4]]) + 0.01 * rng.standard_normal((3, 200))
+  two_way = metrics.paired_bootstrap(seeds_a, seeds_b, 0, num_resamples=2000)
+  pooled = metrics.paired_bootstrap(seeds_a.reshape(-1), seeds_b.reshape(-1), 0, num_resamples=2000)
+  assert two_way.difference == pytest.approx(0.2, abs=0.01)
+  assert two_way.upper - two_way.lower > 3 * (pooled.upper - pooled.lower)
+  with pytest.raises(ValueError, match="same shape"):
+    metrics.paired_bootstrap(a, a[:10])

@@ -6,8 +6,10 @@ import tempfile
 from typing import Optional, Sequence
 
 import jax
+import numpy as np
 
 from ngrpo_jax import evaluation
+from ngrpo_jax import metrics
 from ngrpo_jax import sharding
 from ngrpo_jax.data import prompts as prompts_lib
 from ngrpo_jax.training import config as config_lib
@@ -89,6 +91,22 @@ def summary_gain(before: dict, after: dict) -> dict:
   return gain
 
 
+
+
+def paired_gain(before: dict, after: dict, num_resamples: int = 10000) -> dict:
+  """after − before of pass@1 and pass@N (percentage points) on the same held-out problems, each with a 95%
+  paired-bootstrap interval over problems and a two-sided p-value (``metrics.paired_bootstrap``); {} when
+  the two evaluations do not hold per-problem counts of the same problems and sample count."""
+  ca, cb = before.get("per_problem_correct"), after.get("per_problem_correct")
+  n = before.get("num_samples")
+  if ca is None or cb is None or len(ca) != len(cb) or not ca or n != after.get("num_samples"):
+    return {}
+  out = {}
+  for k in sorted({1, int(n)}):
+    a, b = (100.0 * metrics.pass_at_k(n, np.asarray(c), k) for c in (ca, cb))
+    test = metrics.paired_bootstrap(a, b, key_or_seed=0, num_resamples=num_resamples)
+    out[f"pass@{k}"] = {"difference": test.difference, "ci95": [test.lower, test.upper], "p_value": test.p_value}
+  return out
 
 
 def evaluate_before(r, state) -> dict:

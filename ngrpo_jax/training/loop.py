@@ -12,8 +12,9 @@ workdir:
                                   summary: pass@k for every k ≤ N, AUC, bootstrap CIs, per-problem counts)
   <workdir>/eval_before/          its samples.jsonl, counts.jsonl and plan.json (resumable)
   <workdir>/eval_after.json, eval_after/   the same after RL
-  <workdir>/summary.json          before / after, gains, the time per phase and ``rl_breakdown`` (this
-                                  invocation's RL step time by phase and XLA compilations in / after warm-up)
+  <workdir>/summary.json          before / after, gains (``paired_gain``: paired-bootstrap CIs and p-values), the
+                                  time per phase and ``rl_breakdown`` (this invocation's RL step time by phase
+                                  and XLA compilations in / after warm-up)
   <workdir>/hf_export/            the final policy as a Hugging Face checkpoint (+ tokenizer)
 
 Sharding (``ExperimentConfig.mesh``, e.g. ``"data=2,fsdp=2,tensor=2"``): the train state is placed with
@@ -304,6 +305,7 @@ def _finish(r: Run, state, before: dict, after: dict, rl_breakdown: dict) -> dic
       "before": {k: v for k, v in before.items() if k not in drop},
       "after": {k: v for k, v in after.items() if k not in drop},
       "gain": heldout.summary_gain(before, after),
+      "paired_gain": heldout.paired_gain(before, after),        # 95% paired bootstrap over problems, p-value
       "timings_s": {**r.timings, "total_this_invocation": time.perf_counter() - r.t_start},
       "rl_breakdown": rl_breakdown,
   }
