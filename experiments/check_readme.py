@@ -51,7 +51,8 @@ def run_table(workdir) -> dict:
   for e in report.find_evaluations([str(workdir)], labels=["run"]):
     label = "after the SFT warm-start" if e.method.endswith("(before RL)") else f"after {steps} NGRPO steps"
     s = e.summary
-    rows[label] = [f"{s['pass_at_k'][str(k)]:.2f}" if str(k) in s['pass_at_k'] else "–" for k in (1, 2, 4, 8, 16)] + [
+    cells = [f"{s['pass_at_k'][str(k)]:.2f}" if str(k) in s["pass_at_k"] else "–" for k in (1, 2, 4, 8, 16)]
+    rows[label] = cells + [
         f"{s['auc']:.2f}", f"{s['never_solved_share']:.1f}% / {s['always_solved_share']:.1f}%"]
   return rows
 

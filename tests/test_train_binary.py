@@ -158,3 +158,16 @@ def test_full_default_run(tmp_path):
   lo, hi = before["ci"]["1"]
   assert after["pass_at_k"]["1"] >= before["pass_at_k"]["1"] - (hi - lo) / 2, (before, after)
   assert after.get("answered_share", 100.0) >= 50.0        # the answer format survives RL
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_readme_table_is_what_the_default_run_prints(tmp_path):
+  """The README's headline table, cell by cell, from a fresh `python -m experiments.train` (the numbers
+  depend on the machine's float rounding: this holds on the machine the README names)."""
+  from experiments import check_readme  # pylint: disable=g-import-not-at-top
+  res = _train(tmp_path / "default", timeout=1500)
+  assert res.returncode == 0, res.stderr[-3000:]
+  readme = check_readme.readme_table(check_readme.README.read_text())
+  assert check_readme.differences(readme, check_readme.run_table(tmp_path / "default")) == []
+

@@ -9,6 +9,8 @@ import json
 import os
 import pathlib
 import shutil
+import sys
+import tempfile
 from typing import Any, Callable, Optional, Sequence
 
 import jax
@@ -29,6 +31,25 @@ def _sync(name: str) -> None:
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     multihost_utils.sync_global_devices(name)
+
+
+def _stderr_kept_on_success(fn):
+  """``fn()`` with the process's stderr (file descriptor 2) held back: written out when ``fn`` returns, dropped
+  when it raises. TensorStore prints dozens of asyncio tracebacks while it fails to read a damaged checkpoint;
+  the caller reports that failure in one line instead."""
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as held:
+    os.dup2(held.fileno(), 2)
+    try:
+      result = fn()
+    finally:
+      sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
+    held.seek(0)
+    sys.stderr.write(held.read().decode(errors="replace"))
+  return result
 
 
 def _to_tree(state: state_lib.TrainState) -> dict:
@@ -112,7 +133,7 @@ class Checkpointer:
     damaged = []
     for step in sorted(self.all_steps(), reverse=True):
       try:
-        return self.restore(step, like, shardings)
+        return _stderr_kept_on_success(lambda step=step: self.restore(step, like, shardings))
       except ValueError as e:
         if "does not match the train state" in str(e):
           raise
