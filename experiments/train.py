@@ -90,13 +90,20 @@ def main(argv):
   except preemption.Preempted as e:       # SIGTERM / SIGINT: the finished step is checkpointed
     print(f"error: {e.message()}", file=sys.stderr)
     return e.exit_code
+  except FileNotFoundError as e:          # a missing checkpoint / problem file named by the loaders
+    print(f"error: {e}", file=sys.stderr)
+    return 2
   except ValueError as e:
-    if not isinstance(e, checkpoint.CheckpointError) and "cannot resume" not in str(e) \
-        and "does not match the train state" not in str(e) and "step-0 policy" not in str(e):
-      raise
+    if not isinstance(e, checkpoint.CheckpointError) and not any(m in str(e) for m in _USER_ERRORS):
+      raise                                # a bug: keep its traceback
     print(f"error: {e}", file=sys.stderr)
     return 2
   return 0
+
+
+# ValueErrors of ``loop.run`` that describe the user's files or settings (printed as one line, exit 2).
+_USER_ERRORS = ("cannot resume", "does not match the train state", "step-0 policy", "not a valid safetensors file",
+                "does not reload as itself", "checkpoint directory", "is missing tensor", "unexpected tensor")
 
 
 def parse_flags(argv):

@@ -61,12 +61,16 @@ def test_smoke_run_of_the_binary_writes_every_output(tmp_path):
   for key in ("accuracy", "reward_mean", "groups/all_wrong_frac", "groups/all_correct_frac", "groups/mixed_frac",
               "adv_mean", "adv_std", "pg/clip_frac_pos", "pg/clip_frac_neg", "pg/approx_kl_k3", "policy_entropy",
               "response_len_mean", "grad_norm", "learning_rate", "time/sampling", "time/grading", "time/update",
-              "tokens_per_sec/sampling", "format/end_token_prob", "parseable_frac", "logp_gap/mean_abs"):
+              "tokens_per_sec/sampling", "format/end_token_prob", "parseable_frac", "logp_gap/mean_abs",
+              "rewards/nonfinite"):
     assert key in rl[0], key
   assert "grad_share/all_wrong" in rl[0]
   assert (out / "hf_export" / "config.json").exists() and (out / "eval_before.json").exists()
   assert list((out / "tb").iterdir()) and (out / "checkpoints").is_dir()
   assert "[rl]" in res.stdout and "[done]" in res.stdout
+  assert all(r["rewards/nonfinite"] == 0 for r in rl)
+  assert set(summary["paired_gain"]) == {"pass@1", "pass@4"} and summary["paired_gain"]["pass@1"]["difference"] == \
+      pytest.approx(summary["gain"]["pass@1"])
   res = _train(out, "--config=experiments/configs/cpu.py:smoke")                                  # a plain rerun: already finished
   assert res.returncode == 0 and "has already finished (3/3 RL steps" in res.stdout, res.stderr[-2000:]
   res = _train(out, "--config=experiments/configs/cpu.py:smoke", "--config.model.hidden_size=64")  # another model: refused, named
