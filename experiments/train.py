@@ -103,7 +103,7 @@ def main(argv):
 
 # ValueErrors of ``loop.run`` that describe the user's files or settings (printed as one line, exit 2).
 _USER_ERRORS = ("cannot resume", "does not match the train state", "step-0 policy", "not a valid safetensors file",
-                "does not reload as itself", "checkpoint directory", "is missing tensor", "unexpected tensor")
+                "does not reload as itself", "is missing tensor", "unexpected tensor", "has shape")
 
 
 def parse_flags(argv):

@@ -50,7 +50,8 @@ def test_damaged_latest_checkpoint_is_named_and_the_previous_one_restored(tmp_pa
   assert ckpt.all_steps() == [1, 2]
   _damage(tmp_path / "ckpt" / "1", how)
   _damage(tmp_path / "ckpt" / "2", how)
-  with pytest.raises(checkpoint.CheckpointError, match=r"no intact checkpoint in .*ckpt: .*/2 is damaged.*/1 is damaged"):
+  with pytest.raises(checkpoint.CheckpointError,
+                     match=r"no intact checkpoint in .*ckpt: .*/2 is damaged.*/1 is damaged"):
     ckpt.restore_latest(_state(0), log=lines.append)
   ckpt.close()
 

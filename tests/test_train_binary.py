@@ -77,6 +77,21 @@ def test_smoke_run_of_the_binary_writes_every_output(tmp_path):
   assert res.returncode == 2 and "cannot resume" in res.stderr and "model.hidden_size: 32 → 64" in res.stderr
 
 
+def _damaged_export(path):
+  """A Hugging Face export of a tiny policy (with the task tokenizer) whose weights file lost its tail."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from ngrpo_jax import data  # pylint: disable=g-import-not-at-top
+  from ngrpo_jax.training import builders, checkpoint, config  # pylint: disable=g-import-not-at-top
+  tok = data.build_tokenizer()
+  model_config, params = builders.build_model(config.ModelSpec(hidden_size=16, intermediate_size=32,
+                                                               num_hidden_layers=1, num_attention_heads=2,
+                                                               num_key_value_heads=1), tok, 0)
+  checkpoint.export_hf(path, model_config, jax.device_get(params), tok)
+  weights = path / "model.safetensors"
+  weights.write_bytes(weights.read_bytes()[:-64])
+  return path
+
+
 @pytest.mark.e2e
 def test_binary_reports_clear_errors(tmp_path):
   res = _train(tmp_path / "x", "--config=experiments/configs/cpu.py:nope")
@@ -88,12 +103,16 @@ def test_binary_reports_clear_errors(tmp_path):
   res = _train(tmp_path / "x", "--config=experiments/configs/cpu.py:smoke", "--config.learner.num_minibatches=3")
   assert res.returncode == 2 and "error:" in res.stderr and "divisible" in res.stderr
   (tmp_path / "a_file").write_text("")
+  damaged = _damaged_export(tmp_path / "damaged_export")
   for args, message in (
+      (("--config.model.init_from=" + str(damaged),), f"{damaged}/model.safetensors is not a valid safetensors file"),
       ((), "--workdir=" + str(tmp_path / "a_file") + " is a file"),
       (("--config.task.kind=csv",), "task.kind must be 'synthetic' or 'jsonl', got 'csv'"),
       (("--config.task.template=alpaca",), "task.template must be one of"),
-      (("--config.task.eval_difficulty=(3.0, 2.0)",), "task.eval_difficulty=(3.0, 2.0): difficulty_range must have lo <= hi"),
-      (("--config.task.eval_path=/tmp/x.jsonl",), "task.eval_path='/tmp/x.jsonl' does not apply to task.kind='synthetic'"),
+      (("--config.task.eval_difficulty=(3.0, 2.0)",),
+       "task.eval_difficulty=(3.0, 2.0): difficulty_range must have lo <= hi"),
+      (("--config.task.eval_path=/tmp/x.jsonl",),
+       "task.eval_path='/tmp/x.jsonl' does not apply to task.kind='synthetic'"),
       (("--config.task.kind=jsonl", "--config.task.train_path=/nonexistent.jsonl", "--config.task.eval_path=/x.jsonl"),
        "task.train_path='/nonexistent.jsonl' is not a file")):
     workdir = tmp_path / "a_file" if not args else tmp_path / "x"

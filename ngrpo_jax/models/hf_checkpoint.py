@@ -383,7 +383,8 @@ def load_tokenizer(path, **kwargs):
 
 # A probe text with spaces, double spaces, newlines, digits, LaTeX and the end-of-turn marker: what a reloaded
 # tokenizer must encode exactly like the one that was saved.
-_TOKENIZER_PROBE = "Compute 12 + 345.\nPlease reason step by step, and put your final answer within \\boxed{}.\n\n  x = 357"
+_TOKENIZER_PROBE = ("Compute 12 + 345.\nPlease reason step by step, and put your final answer within \\boxed{}.\n\n"
+                    "  x = 357")
 
 
 def save_tokenizer(path, tokenizer) -> None:
@@ -400,7 +401,8 @@ def save_tokenizer(path, tokenizer) -> None:
   tokenizer.save_pretrained(os.fspath(path))
   loaded = transformers.AutoTokenizer.from_pretrained(os.fspath(path))
   probe = _TOKENIZER_PROBE + (tokenizer.eos_token or "")
-  want, got = tokenizer(probe, add_special_tokens=False)["input_ids"], loaded(probe, add_special_tokens=False)["input_ids"]
+  want = tokenizer(probe, add_special_tokens=False)["input_ids"]
+  got = loaded(probe, add_special_tokens=False)["input_ids"]
   problems = []
   if want != got:
     problems.append(f"{probe!r} encodes as {got[:24]}... instead of {want[:24]}...")

@@ -8,8 +8,9 @@ workdir:
   <workdir>/metrics.jsonl, tb/    per-step metrics (console line too)
   <workdir>/checkpoints/          orbax train states (keep-last-N, and step 0: the warm-started policy); a rerun
                                   resumes from the newest intact one
-  <workdir>/eval_before.json      held-out evaluation of the warm-started (step-0) policy, written once (``evaluation.evaluate``'s
-                                  summary: pass@k for every k ≤ N, AUC, bootstrap CIs, per-problem counts)
+  <workdir>/eval_before.json      held-out evaluation of the warm-started (step-0) policy, made once and kept by
+                                  resumed runs (``evaluation.evaluate``'s summary: pass@k for every k ≤ N, AUC,
+                                  bootstrap CIs, per-problem counts)
   <workdir>/eval_before/          its samples.jsonl, counts.jsonl and plan.json (resumable)
   <workdir>/eval_after.json, eval_after/   the same after RL
   <workdir>/summary.json          before / after, gains (``paired_gain``: paired-bootstrap CIs and p-values), the
