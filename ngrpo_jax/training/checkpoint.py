@@ -116,9 +116,10 @@ class Checkpointer:
                      log: Callable[[str], None] = print) -> tuple[Optional[state_lib.TrainState], dict]:
     """(state, metadata) of the newest intact checkpoint, or (None, {}) when there is none.
 
-    A checkpoint that cannot be read (truncated or overwritten files, a missing manifest...) is reported in
-    one line through ``log`` naming its folder and the reader's error, moved to ``<directory>.damaged/<step>``
-    (kept for inspection, out of the way of the step's re-save) and the next older one is tried.
+    A checkpoint that cannot be read (truncated or overwritten files, a missing manifest...: the reader's
+    ValueError / OSError) is reported in one line through ``log`` naming its folder and the reader's error,
+    moved to ``<directory>.damaged/<step>`` (kept for inspection, out of the way of the step's re-save) and the
+    next older one is tried. Other errors (out of memory, a state of another structure) propagate.
 
     Args:
       like: a state with the same structure (e.g. freshly created); its arrays give shapes and dtypes.
@@ -134,11 +135,9 @@ class Checkpointer:
     for step in sorted(self.all_steps(), reverse=True):
       try:
         return _stderr_kept_on_success(lambda step=step: self.restore(step, like, shardings))
-      except ValueError as e:
-        if "does not match the train state" in str(e):
-          raise
-        damaged.append(self._set_aside(step, e, log))
-      except Exception as e:  # pylint: disable=broad-except  (TensorStore / JSON / OS errors of a damaged folder)
+      except (ValueError, OSError, EOFError, KeyError) as e:   # TensorStore / JSON / file errors of the folder
+        if "does not match the train state" in str(e) or "RESOURCE_EXHAUSTED" in str(e):
+          raise                                              # not damage: the caller's state or memory
         damaged.append(self._set_aside(step, e, log))
     if damaged:
       raise CheckpointError(f"no intact checkpoint in {self.directory}: " + "; ".join(damaged)
