@@ -294,7 +294,7 @@ _GROUP_ESTIMATORS = [(adv.grpo, {}), (adv.grpo, {"eps": 0.0}), (adv.ngrpo, {"num
                      (adv.rloo, {})]
 
 
-@_SETTINGS
+@hypothesis.settings(max_examples=15, deadline=None, derandomize=True)     # each example compiles its shapes
 @hypothesis.given(st.floats(-1e6, 1e6, width=32), st.integers(2, 17), st.integers(0, len(_GROUP_ESTIMATORS) - 1))
 def test_property_equal_rewards_give_exactly_zero_for_any_value(value, g, which):
   # Regression: grpo([[0.7] * 7]) was +0.056 and a group of 10 × 4.2379 got −0.317 (mean ≠ value by an ulp,

@@ -122,6 +122,7 @@ def test_binary_reports_clear_errors(tmp_path):
     assert "Traceback" not in res.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_no_warm_start_is_a_valid_setting(tmp_path):
   res = _train(tmp_path / "run", "--config=experiments/configs/cpu.py:smoke", "--config.sft.steps=0",
