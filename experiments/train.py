@@ -98,6 +98,18 @@ def main(argv):
       raise                                # a bug: keep its traceback
     print(f"error: {e}", file=sys.stderr)
     return 2
+  except Exception as e:  # pylint: disable=broad-except
+    if not sharding.is_peer_failure(e):
+      raise
+    # Another process of a multi-process run died: say so in one line and leave at once (jax.distributed's
+    # shutdown barrier would wait for the dead process's heartbeat to time out, then abort with a stack dump).
+    import jax  # pylint: disable=g-import-not-at-top
+    print(f"error: process {jax.process_index()} of {jax.process_count()}: another process of "
+          f"this run stopped ({str(e).splitlines()[0][:200]}); rerun every process to resume from the last "
+          "checkpoint", file=sys.stderr)
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(3)  # pylint: disable=protected-access
   return 0
 
 
