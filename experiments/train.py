@@ -23,7 +23,9 @@ field by field::
 A rerun with the same ``--workdir`` resumes from the newest intact checkpoint (a changed model or batch shape
 is refused with a message naming what changed; a damaged checkpoint is named and the previous one used).
 SIGTERM / SIGINT during RL let the current step finish, checkpoint it and exit with 128 + the signal number
-and one ``error:`` line; a rerun continues from that step with each step logged once.  Multi-host: only process 0 writes logs, metrics, evaluations
+and one ``error:`` line; a rerun continues from that step with each step logged once. With several processes
+they all stop after the same step, and when one dies the others exit at once with one ``error:`` line (code 3)
+(``tests/test_multiprocess_loop.py``).  Multi-host: only process 0 writes logs, metrics, evaluations
 and the HF export; every process takes part in the orbax checkpoints (the workdir must be shared).
 """
 import os
