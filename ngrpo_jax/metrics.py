@@ -196,8 +196,9 @@ def paired_bootstrap(per_problem_a, per_problem_b, key_or_seed: Union[int, jax.A
   d = b − a per problem (and seed); the statistic is mean(d). Each resample draws problems with replacement
   (and, independently, seeds with replacement: a two-way bootstrap over problems × seeds) and takes the mean
   of d over the drawn cells; the interval is the (alpha/2, 1 − alpha/2) percentile of the resampled means and
-  the two-sided p-value is min(1, 2 · min(P*(mean ≤ 0), P*(mean ≥ 0))) (Efron & Tibshirani 1993, §16;
-  Koehn 2004 for paired resampling of test items).
+  the two-sided p-value is min(1, 2 · min(#(mean* ≤ 0) + 1, #(mean* ≥ 0) + 1) / (R + 1)) over the R resampled
+  means (never 0: at least 2 / (R + 1)) (Efron & Tibshirani 1993, §16; Koehn 2004 for paired resampling of
+  test items).
 
   Args:
     per_problem_a, per_problem_b: float[P] (e.g. per-problem pass@1 of two runs) or float[S, P] (S seeds,
@@ -233,5 +234,6 @@ def paired_bootstrap(per_problem_a, per_problem_b, key_or_seed: Union[int, jax.A
     per_seed = np.stack([d[rows[i]][:, cols[i]].mean() for i in range(r)]) if s > 1 else d[0][cols].mean(axis=1)
     means[start:start + r] = per_seed
   lower, upper = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-  p_value = min(1.0, 2.0 * min(np.mean(means <= 0.0), np.mean(means >= 0.0)))
+  # +1 correction: a p-value is never 0 (at least 2 / (R + 1), two-sided)
+  p_value = min(1.0, 2.0 * min(np.sum(means <= 0.0) + 1, np.sum(means >= 0.0) + 1) / (num_resamples + 1))
   return PairedComparison(float(d.mean()), float(lower), float(upper), float(p_value))
