@@ -2,12 +2,18 @@
 
 For every dataset found, writes (as in the NGRPO paper's Tables 1–3 and Figure 4):
   * ``tables.md`` (all datasets) and ``table_<dataset>.csv``: rows = methods, columns = pass@k in % for
-    k = 1, 2, 4, …, N and the Pass@k AUC; the best value of each column in bold (markdown);
-  * ``pass_at_k_<dataset>.png``: pass@k curves (log-scale k) per method with bootstrap CI bands;
-and from the trainers' metrics JSONL files:
-  * ``training_curves.png``: entropy, response length, reward / accuracy, advantage statistics and the
-    fractions of homogeneous (all-correct / all-wrong) and mixed groups against the training step — for
-    whichever of these keys the files hold (missing ones are skipped).
+    k = 1, 2, 4, …, N and the Pass@k AUC; the best value of each column in bold (markdown); below each
+    table, paired comparisons of its methods (pass@1 and pass@N differences with 95% paired-bootstrap
+    intervals over problems and p-values, ``metrics.paired_bootstrap``);
+  * ``pass_at_k_<dataset>.png``: pass@k curves (log-scale k) per method with bootstrap CI bands.
+Evaluations are compared only when their settings match (``COMPARED_SETTINGS``: problem count and set,
+samples per problem, temperature, top-p, response budget): evaluations of one dataset with different
+settings get separate tables (``table_<dataset>_<i>.csv``...), each saying what differs from the others.
+From the trainers' metrics JSONL files:
+  * ``training_curves.png``: one panel per quantity of ``PANELS`` (reward and accuracy, policy entropy, PPO
+    clip fractions by advantage sign, answer format and end-token probability, homogeneous-group shares,
+    response length, advantages, gradient-norm share by group kind), one series per quantity and run — for
+    whichever of these the files hold (missing ones are skipped).
 
 Usage:
   python -m experiments.report --inputs=<eval_or_run_dir>,<eval_or_run_dir>,... \
@@ -57,20 +63,29 @@ def define_flags():
 
 SUMMARY_FILE = "summary.json"
 
-# Default training-curve panels: (title, y label, predicate on a metric key).
+# Default training-curve panels: (title, y label, quantities); a quantity is (legend label, metric keys in
+# order of preference): each run draws one series per quantity, from the first of its keys it logged.
 PANELS = (
-    ("Policy entropy", "nats / token", lambda k: "entropy" in k),
-    ("Response length", "tokens", lambda k: re.search(r"(^|[/_])(response_)?len(gth)?(s|_mean|_max)?($|[/_])", k)
-     is not None and "time" not in k),
-    ("Reward and accuracy", "value", lambda k: k.split("/")[-1].startswith(("reward", "accuracy"))
-     or k in ("reward", "accuracy")),
-    ("Advantage", "advantage", lambda k: k.split("/")[-1].startswith(("adv_", "advantage"))),
-    ("Group kinds", "fraction of groups", lambda k: any(s in k for s in ("all_correct", "all_wrong", "mixed",
-                                                                        "homogeneous"))
-     and ("frac" in k or "share" in k) and "grad" not in k),
+    ("Reward and accuracy", "value", (("accuracy", ("accuracy",)), ("mean reward", ("reward_mean", "reward")))),
+    ("Policy entropy", "nats / token", (("entropy", ("policy_entropy", "entropy")),)),
+    ("PPO clip fraction by advantage sign", "fraction of tokens",
+     (("A > 0 (upper clip)", ("pg/clip_frac_pos",)), ("A < 0 (lower clip)", ("pg/clip_frac_neg",)),
+      ("dual clip", ("pg/dual_clip_frac",)))),
+    ("Answer format", "probability / fraction", (("parseable answers", ("parseable_frac",)),
+                                                 ("p(end token)", ("format/end_token_prob",)))),
+    ("Group kinds", "fraction of groups", (("all correct", ("groups/all_correct_frac",)),
+                                           ("all wrong", ("groups/all_wrong_frac",)),
+                                           ("mixed", ("groups/mixed_frac",)))),
+    ("Response length", "tokens", (("mean length", ("response_len_mean",)),)),
+    ("Advantage", "advantage", (("mean", ("adv_mean",)), ("std", ("adv_std",)))),
     ("Policy-gradient norm share by group kind", "share of the gradient norm",
-     lambda k: k.startswith("grad_share/")),
+     (("all wrong", ("grad_share/all_wrong",)), ("all correct", ("grad_share/all_correct",)),
+      ("mixed", ("grad_share/mixed",)))),
 )
+
+# Evaluation settings that must be equal for two evaluations to share a table (bold best, paired tests).
+COMPARED_SETTINGS = ("num_problems", "num_samples", "temperature", "top_p", "max_new_tokens", "synthetic_seed",
+                     "synthetic_difficulty")
 
 
 class Evaluation(NamedTuple):
@@ -118,7 +133,14 @@ def trainer_eval_summary(path: pathlib.Path) -> Optional[dict]:
   config = _read_json(path.parent / "config.json") if (path.parent / "config.json").is_file() else None
   eval_cfg = (config or {}).get("eval") or {}
   summary["settings"] = {k: eval_cfg[k] for k in ("temperature", "top_p", "max_new_tokens") if k in eval_cfg}
+  if summary["settings"] and summary["settings"].get("max_new_tokens") is None:
+    summary["settings"]["max_new_tokens"] = ((config or {}).get("rollout") or {}).get("max_new_tokens")
+  task = (config or {}).get("task") or {}
+  if task.get("kind") == "synthetic":   # the held-out set (experiments.evaluate.heldout_spec's seed)
+    summary["settings"].update(synthetic_seed=1000 * int(config.get("seed", 0)) + 3,
+                               synthetic_difficulty=[float(x) for x in task.get("eval_difficulty", ())])
   summary["dataset"] = _trainer_dataset(path.parent)
+  summary["per_problem_correct"] = [int(x) for x in c]
   return summary
 
 
@@ -178,6 +200,37 @@ def find_metrics_files(inputs: Sequence[str], filename: str, labels: Optional[Se
 # Tables.
 
 
+def eval_settings(e: Evaluation) -> dict:
+  """The ``COMPARED_SETTINGS`` of an evaluation (None where its summary does not say)."""
+  settings = e.summary.get("settings") or {}
+  out = {}
+  for name in COMPARED_SETTINGS:
+    value = e.summary.get(name, settings.get(name))
+    out[name] = [float(x) for x in value] if isinstance(value, (list, tuple)) else value
+  return out
+
+
+def comparable_groups(evals: Sequence[Evaluation]) -> list:
+  """[(dataset, settings, [Evaluation])]: the evaluations of each dataset split by their ``eval_settings``
+  (in order of first appearance); only evaluations of one group are compared with each other."""
+  groups = {}
+  for e in evals:
+    settings = eval_settings(e)
+    key = (e.dataset, json.dumps(settings, sort_keys=True))
+    groups.setdefault(key, (e.dataset, settings, []))[2].append(e)
+  return list(groups.values())
+
+
+def settings_difference(settings: dict, others: Sequence[dict]) -> str:
+  """'temperature 0.6 (vs 1.0), num_problems 30 (vs 48)': how ``settings`` differs from ``others``."""
+  parts = []
+  for name in COMPARED_SETTINGS:
+    theirs = sorted({json.dumps(o.get(name)) for o in others if o.get(name) != settings.get(name)})
+    if theirs:
+      parts.append(f"{name} {json.dumps(settings.get(name))} (vs {' / '.join(theirs)})")
+  return ", ".join(parts)
+
+
 def table_columns(evals: Sequence[Evaluation], ks: Optional[Sequence[int]] = None) -> list:
   """k columns: the given ks, else 1, 2, 4, … up to the largest N (plus N when N is not a power of two)."""
   if ks:
@@ -224,15 +277,26 @@ def _describe(evals: Sequence[Evaluation]) -> str:
   return text
 
 
-def markdown_table(dataset: str, evals: Sequence[Evaluation], ks: Sequence[int], ci: bool = False) -> str:
-  """A markdown table: rows = methods, columns = pass@k (%) for ``ks`` and the AUC; column best in bold."""
+def markdown_table(dataset: str, evals: Sequence[Evaluation], ks: Sequence[int], ci: bool = False,
+                   note: str = "") -> str:
+  """A markdown table: rows = methods, columns = pass@k (%) for ``ks`` and the AUC; column best in bold —
+  only when every row has the same ``eval_settings`` (else the table says what differs and bolds nothing).
+  Below it, the paired comparisons of :func:`paired_comparisons`. ``note``: an extra line under the title."""
   values = table_values(evals, ks)
   best = _best_mask(values)
   if len({tuple(e.summary.get("auc_ks") or ()) for e in evals}) > 1:
     best[:, -1] = False  # AUCs over different k grids are not comparable: no "best" AUC
+  groups = comparable_groups(evals)
+  if len(groups) > 1:
+    best[:] = False
+    note = (note + " " if note else "") + ("**Settings differ between rows, so no value is bold: " + "; ".join(
+        f"{', '.join(e.method for e in members)}: {settings_difference(settings, [o for _, o, _ in groups])}"
+        for _, settings, members in groups) + ".**")
   names = [f"k={k}" for k in ks] + ["AUC"]
-  lines = [f"### {dataset}", "", f"pass@k (%) and Pass@k AUC; {_describe(evals)}.", "",
-           "| Method | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+  lines = [f"### {dataset}", "", f"pass@k (%) and Pass@k AUC; {_describe(evals)}.", ""]
+  if note:
+    lines += [note, ""]
+  lines += ["| Method | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
   for r, e in enumerate(evals):
     cells = []
     for j, name in enumerate(names):
@@ -252,7 +316,34 @@ def markdown_table(dataset: str, evals: Sequence[Evaluation], ks: Sequence[int],
   level = next((e.summary.get("ci_level") for e in evals if e.summary.get("ci_level")), None)
   if ci and level:
     lines += ["", f"Brackets: {100 * level:.0f}% percentile-bootstrap intervals over problems."]
+  if len(groups) == 1:
+    lines += paired_comparisons(evals)
   return "\n".join(lines) + "\n"
+
+
+def paired_comparisons(evals: Sequence[Evaluation], num_resamples: int = 10000) -> list:
+  """Markdown lines: for every pair of rows with per-problem counts of the same problems, the difference of
+  pass@1 and pass@N (percentage points, later row − earlier row) with its 95% paired-bootstrap interval over
+  problems and two-sided p-value (``metrics.paired_bootstrap``). Empty when fewer than two rows qualify."""
+  from ngrpo_jax import metrics  # pylint: disable=g-import-not-at-top
+  rows = [e for e in evals if e.summary.get("per_problem_correct") and e.summary.get("num_samples")]
+  rows = [e for e in rows if len(e.summary["per_problem_correct"]) == len(rows[0].summary["per_problem_correct"])
+          and e.summary["num_samples"] == rows[0].summary["num_samples"]]
+  if len(rows) < 2:
+    return []
+  n = int(rows[0].summary["num_samples"])
+  per_k = {k: [100.0 * metrics.pass_at_k(n, np.asarray(e.summary["per_problem_correct"]), k) for e in rows]
+           for k in sorted({1, n})}
+  lines = ["", f"Paired comparisons over the same {len(rows[0].summary['per_problem_correct'])} problems "
+           "(difference in points, 95% paired-bootstrap interval over problems, two-sided p):", ""]
+  for i in range(len(rows)):
+    for j in range(i + 1, len(rows)):
+      cells = []
+      for k, values in per_k.items():
+        t = metrics.paired_bootstrap(values[i], values[j], key_or_seed=0, num_resamples=num_resamples)
+        cells.append(f"pass@{k} {t.difference:+.2f} [{t.lower:+.2f}, {t.upper:+.2f}], p = {t.p_value:.3g}")
+      lines.append(f"- {rows[j].method} − {rows[i].method}: " + "; ".join(cells))
+  return lines
 
 
 def csv_table(evals: Sequence[Evaluation], ks: Sequence[int]) -> str:
@@ -364,14 +455,17 @@ def _smooth(y: np.ndarray, window: int) -> np.ndarray:
 
 
 def training_panels(runs: Sequence[tuple], keys: Optional[Sequence[str]] = None) -> list:
-  """[(title, y label, [(run, key)])] for the panels with at least one matching key in some run."""
-  all_keys = sorted({k for _, series in runs for k in series})
-  specs = ([(k, k, lambda x, k=k: x == k) for k in keys] if keys
-           else [(t, y, pred) for t, y, pred in PANELS])
+  """[(title, y label, [(run, key, label)])] for the panels (``PANELS``, or one per key of ``keys``) with data
+  in some run: one line per quantity and run (its first logged key), so no quantity is drawn twice."""
+  specs = [(k, k, ((k, (k,)),)) for k in keys] if keys else PANELS
   panels = []
-  for title, ylabel, pred in specs:
-    matched = [k for k in all_keys if pred(k)]
-    lines = [(run, k) for run, series in runs for k in matched if k in series]
+  for title, ylabel, quantities in specs:
+    lines = []
+    for run, series in runs:
+      for label, candidates in quantities:
+        key = next((k for k in candidates if k in series), None)
+        if key is not None:
+          lines.append((run, key, label))
     if lines:
       panels.append((title, ylabel, lines))
   return panels
@@ -394,14 +488,14 @@ def plot_training(runs: Sequence[tuple], path, keys: Optional[Sequence[str]] = N
   colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
   styles = ("-", "--", ":", "-.")
   for ax, (title, ylabel, lines) in zip(axes.ravel(), panels):
-    panel_keys = list(dict.fromkeys(key for _, key in lines))
-    for run, key in lines:
+    panel_labels = list(dict.fromkeys(label for _, _, label in lines))
+    for run, key, name in lines:
       steps, values = series_by_run[run][key]
-      if single_run:  # one colour per key
-        color, style, label = colors[panel_keys.index(key) % len(colors)], "-", key
-      else:  # one colour per run, one line style per key
+      if single_run:  # one colour per quantity
+        color, style, label = colors[panel_labels.index(name) % len(colors)], "-", name
+      else:  # one colour per run, one line style per quantity
         color = colors[run_names.index(run) % len(colors)]
-        style, label = styles[panel_keys.index(key) % len(styles)], f"{run}: {key}"
+        style, label = styles[panel_labels.index(name) % len(styles)], f"{run}: {name}"
       marker = "o" if len(steps) <= 30 else None  # short (or single-point) series stay visible
       ax.plot(steps, _smooth(values, smooth), style, color=color, label=label, linewidth=1.4, marker=marker,
               markersize=3)
@@ -440,16 +534,22 @@ def make_report(inputs: Sequence[str], output_dir, *, labels: Optional[Sequence[
                      f"{metrics_file} found under {list(inputs)}")
   out.mkdir(parents=True, exist_ok=True)
   files, sections = [], []
-  datasets = sorted({e.dataset for e in evals})
-  for dataset in datasets:
-    group = [e for e in evals if e.dataset == dataset]
-    cols = table_columns(group, ks)
-    sections.append(markdown_table(dataset, group, cols, ci=ci))
-    csv_path = out / f"table_{_safe(dataset)}.csv"
-    csv_path.write_text(csv_table(group, cols))
-    png_path = out / f"pass_at_k_{_safe(dataset)}.png"
-    plot_pass_at_k(dataset, group, png_path)
-    files += [csv_path, png_path]
+  groups = comparable_groups(evals)
+  for dataset in sorted({e.dataset for e in evals}):
+    mine = [(settings, group) for d, settings, group in groups if d == dataset]
+    for i, (settings, group) in enumerate(mine):
+      suffix, note = "", ""
+      if len(mine) > 1:   # evaluations with other settings: their own table, saying what differs
+        suffix = f"_{i + 1}"
+        note = (f"Table {i + 1} of {len(mine)} for {dataset}; not compared with the others, whose settings "
+                f"differ: {settings_difference(settings, [s for s, _ in mine])}.")
+      cols = table_columns(group, ks)
+      sections.append(markdown_table(dataset, group, cols, ci=ci, note=note))
+      csv_path = out / f"table_{_safe(dataset)}{suffix}.csv"
+      csv_path.write_text(csv_table(group, cols))
+      png_path = out / f"pass_at_k_{_safe(dataset)}{suffix}.png"
+      plot_pass_at_k(dataset, group, png_path)
+      files += [csv_path, png_path]
   markdown = "\n".join(sections)
   if evals:
     (out / "tables.md").write_text(markdown)

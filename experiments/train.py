@@ -20,8 +20,12 @@ field by field::
   # Several hosts (run on each; flags or NGRPO_COORDINATOR_ADDRESS / NGRPO_NUM_PROCESSES / NGRPO_PROCESS_ID):
   python -m experiments.train --config.mesh=fsdp=-1 --coordinator_address=host0:1234 --num_processes=2 --process_id=0
 
-A rerun with the same ``--workdir`` resumes from the latest checkpoint (a changed model or batch shape is
-refused with a message naming what changed).  Multi-host: only process 0 writes logs, metrics, evaluations
+A rerun with the same ``--workdir`` resumes from the newest intact checkpoint (a changed model or batch shape
+is refused with a message naming what changed; a damaged checkpoint is named and the previous one used).
+SIGTERM / SIGINT during RL let the current step finish, checkpoint it and exit with 128 + the signal number
+and one ``error:`` line; a rerun continues from that step with each step logged once. With several processes
+they all stop after the same step, and when one dies the others exit at once with one ``error:`` line (code 3)
+(``tests/test_multiprocess_loop.py``).  Multi-host: only process 0 writes logs, metrics, evaluations
 and the HF export; every process takes part in the orbax checkpoints (the workdir must be shared).
 """
 import os
@@ -62,25 +66,58 @@ def main(argv):
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  from ngrpo_jax.training import checkpoint  # pylint: disable=g-import-not-at-top
   from ngrpo_jax.training import config  # pylint: disable=g-import-not-at-top
   from ngrpo_jax.training import loop  # pylint: disable=g-import-not-at-top
+  from ngrpo_jax.training import preemption  # pylint: disable=g-import-not-at-top
   try:
     cfg = config.from_config_dict(_CONFIG.value)
     if cfg.model.init_from and not os.path.isdir(cfg.model.init_from):
       raise ValueError(f"model.init_from={cfg.model.init_from!r} is not a directory with a Hugging Face "
                        "checkpoint (paper presets need the real Qwen2.5-Math-7B weights; set "
                        "--config.model.init_from=/path/to/checkpoint)")
+    for name in ("train_path", "eval_path"):
+      path = getattr(cfg.task, name)
+      if cfg.task.kind == "jsonl" and not os.path.isfile(path):
+        raise ValueError(f"task.{name}={path!r} is not a file (a JSONL / parquet file of problem / answer records)")
+    if os.path.exists(_WORKDIR.value) and not os.path.isdir(_WORKDIR.value):
+      raise ValueError(f"--workdir={_WORKDIR.value} is a file, not a directory")
+    for warning in config.inapplicable_keys(cfg):
+      print(f"warning: {warning}", file=sys.stderr)
   except (ValueError, TypeError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   try:
     loop.run(cfg, _WORKDIR.value)
-  except ValueError as e:
-    if "cannot resume" not in str(e) and "does not match the train state" not in str(e):
-      raise
+  except preemption.Preempted as e:       # SIGTERM / SIGINT: the finished step is checkpointed
+    print(f"error: {e.message()}", file=sys.stderr)
+    return e.exit_code
+  except FileNotFoundError as e:          # a missing checkpoint / problem file named by the loaders
     print(f"error: {e}", file=sys.stderr)
     return 2
+  except ValueError as e:
+    if not isinstance(e, checkpoint.CheckpointError) and not any(m in str(e) for m in _USER_ERRORS):
+      raise                                # a bug: keep its traceback
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  except Exception as e:  # pylint: disable=broad-except
+    if not sharding.is_peer_failure(e):
+      raise
+    # Another process of a multi-process run died: say so in one line and leave at once (jax.distributed's
+    # shutdown barrier would wait for the dead process's heartbeat to time out, then abort with a stack dump).
+    import jax  # pylint: disable=g-import-not-at-top
+    print(f"error: process {jax.process_index()} of {jax.process_count()}: another process of "
+          f"this run stopped ({str(e).splitlines()[0][:200]}); rerun every process to resume from the last "
+          "checkpoint", file=sys.stderr)
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(3)  # pylint: disable=protected-access
   return 0
+
+
+# ValueErrors of ``loop.run`` that describe the user's files or settings (printed as one line, exit 2).
+_USER_ERRORS = ("cannot resume", "does not match the train state", "step-0 policy", "not a valid safetensors file",
+                "does not reload as itself", "is missing tensor", "unexpected tensor", "has shape")
 
 
 def parse_flags(argv):

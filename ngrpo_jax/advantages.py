@@ -21,9 +21,17 @@ never NaN. When ``std + eps == 0`` (``eps=0`` and a constant group) the advantag
 *and* NGRPO. Here a singleton gets GRPO A = 0, and NGRPO still uses its virtual sample(s). With the paper's
 G = 8 the two agree.)
 
+Equal rewards: a group whose valid rewards are all equal (whatever the value) gets advantage exactly 0 from
+every group-relative estimator (statistics are computed on rewards shifted by the group's maximum, see
+``_mean_std``), as does an NGRPO group whose rewards all equal ``r_virtual``.
+
 Input checks: shapes, ranks and argument ranges raise ``ValueError`` / ``TypeError`` naming the argument.
-Value checks (NaN rewards, out-of-range group ids) run only when the inputs are concrete arrays; under
-``jax.jit`` the inputs are tracers and those checks are skipped (JAX cannot raise on traced values).
+Value checks run only when the inputs are concrete arrays (JAX cannot raise on traced values): eagerly, a
+NaN / ±inf reward of a valid sample raises a ValueError, and out-of-range group ids too. Under ``jax.jit``
+the one rule for NaN / ±inf rewards is: the sample counts as padding (left out of its group's statistics,
+advantage 0), so the rest of its group is still normalised among itself — never a whole group silently
+zeroed or NaN; :func:`nonfinite_count` counts those samples for a metric (the trainer logs it as
+``rewards/nonfinite``).
 """
 from typing import Callable, NamedTuple, Optional
 
@@ -73,7 +81,7 @@ def _as_mask(mask, like, name: str):
 class _Layout(NamedTuple):
   reduce: Callable[[Array], Array]   # per-sample [..] -> per-group [num_groups] (sum)
   gather: Callable[[Array], Array]   # per-group [num_groups] -> per-sample [..]
-  maximum: Callable[[Array], Array]  # per-sample [..] -> per-group [num_groups] (max)
+  maximum: Callable[[Array], Array]  # per-sample [..] -> per-group max [num_groups] (-inf for an empty group)
 
 
 def _dense_layout() -> _Layout:
@@ -88,11 +96,28 @@ def _ragged_layout(group_ids, num_groups: int) -> _Layout:
       maximum=lambda x: jax.ops.segment_max(x, group_ids, num_segments=num_groups))
 
 
+def _drop_nonfinite(rewards, mask):
+  """The module's rule for NaN / ±inf rewards under ``jit`` (eager calls raise first): such a sample counts
+  as padding — out of its group's statistics, advantage 0 — so it never zeroes or poisons its group."""
+  finite = jnp.isfinite(rewards)
+  return jnp.where(finite, rewards, 0.0), mask & finite
+
+
+def nonfinite_count(rewards: Array, mask: Optional[Array] = None) -> Array:
+  """Number of valid samples whose reward is NaN or ±inf (int32 scalar; jit-safe): the samples the
+  estimators treat as padding under ``jit`` (eager calls raise a ValueError instead). Log it as a metric."""
+  rewards = as_float(rewards)
+  mask = _as_mask(mask, rewards, "mask")
+  return jnp.sum(mask & ~jnp.isfinite(rewards)).astype(jnp.int32)
+
+
 def _prepare_dense(rewards, mask):
   rewards = as_float(rewards)
   check_rank(rewards, 2, "rewards")
   mask = _as_mask(mask, rewards, "mask")
-  _check_finite(jnp.where(mask, rewards, 0.0) if _is_concrete(rewards) else rewards, "rewards")
+  if _is_concrete(rewards) and _is_concrete(mask):
+    _check_finite(jnp.where(mask, rewards, 0.0), "rewards")
+  rewards, mask = _drop_nonfinite(rewards, mask)
   return rewards, mask, _dense_layout()
 
 
@@ -114,6 +139,7 @@ def _prepare_ragged(rewards, group_ids, num_groups, valid):
                        f"got range [{ids.min()}, {ids.max()}].")
   if _is_concrete(rewards) and _is_concrete(valid):
     _check_finite(jnp.where(valid, rewards, 0.0), "rewards")
+  rewards, valid = _drop_nonfinite(rewards, valid)
   # Invalid entries may carry any id: route them to group 0 with zero weight so they never index out of range.
   group_ids = jnp.where(valid, group_ids, 0)
   return rewards, group_ids, valid, _ragged_layout(group_ids, int(num_groups))
@@ -156,33 +182,38 @@ def _safe_div(num, den):
   return jnp.where(ok, num / jnp.where(ok, den, 1.0), 0.0)
 
 
-def _mean_std(rewards, mask, layout, ddof, extra_value=None, extra_count=0):
-  """Two-pass masked mean / std per group, optionally with `extra_count` virtual samples of `extra_value`.
+def _shifted(rewards, mask, layout):
+  """(r − c_g masked, c_g) with c_g the group's largest valid reward (0 for an empty group): in a group of
+  equal rewards every shifted value is exactly 0, whatever the value (e.g. 0.7, not representable)."""
+  shift = layout.maximum(jnp.where(mask, rewards, -jnp.inf))
+  shift = jnp.where(jnp.isfinite(shift), shift, 0.0)
+  return jnp.where(mask, rewards - layout.gather(shift), 0.0), shift
 
-  The mean is computed around the group's maximum (mean = max + mean(r − max)), so a group whose values are
-  all equal gets exactly that value as its mean and exactly 0 as its std: its advantages are exactly 0 even
-  for rewards like 1.1 whose float sum / count does not round-trip (a plain Σr / n can be 1 ulp off, which
-  ÷ (std + eps) with eps = 1e-6 would turn into an advantage of ~0.1).
+
+def _mean_std(rewards, mask, layout, ddof, extra_value=None, extra_count=0):
+  """Masked mean / std per group (optionally with ``extra_count`` virtual samples of ``extra_value``) and
+  each sample's centred value r − mean, f32 like ``rewards``.
+
+  Shifted two-pass algorithm: with s = r − c_g (c_g: the group's largest valid reward),
+  mean = c_g + Σ s / n,  centred = s − Σ s / n,  var = Σ centred² / (n − ddof). A group whose values
+  (virtual ones included) are all equal has s = 0 exactly, hence centred = 0 and std = 0 exactly, so every
+  estimator gives it exactly 0 (computing Σ r / n first can miss r by an ulp: 7 × 0.7 / 7 ≠ 0.7 in f32).
   """
   w = mask.astype(rewards.dtype)
+  s, shift = _shifted(rewards, mask, layout)
   count = layout.reduce(w)
-  gmax = layout.maximum(jnp.where(mask, rewards, -jnp.inf))
-  shift = jnp.where(count > 0, gmax, 0.0)
-  if extra_count:
-    shift = jnp.where(count > 0, shift, extra_value)
-  r = jnp.where(mask, rewards - layout.gather(shift), 0.0)
-  total = layout.reduce(r)
+  total = layout.reduce(s)
   if extra_count:
     count = count + extra_count
     total = total + extra_count * (extra_value - shift)
-  mean = shift + _safe_div(total, count)
-  centred = jnp.where(mask, rewards - layout.gather(mean), 0.0)
+  mean_s = _safe_div(total, count)
+  centred = jnp.where(mask, s - layout.gather(mean_s), 0.0)
   sq = layout.reduce(centred * centred)
   if extra_count:
-    sq = sq + extra_count * (extra_value - mean) ** 2
+    sq = sq + extra_count * (extra_value - shift - mean_s) ** 2
   var = _safe_div(sq, count - ddof)
   std = _safe_sqrt(var)
-  return mean, std, count
+  return shift + mean_s, std, count, centred
 
 
 def group_stats(rewards: Array, mask: Optional[Array] = None, *, ddof: int = 1,
@@ -203,7 +234,7 @@ def group_stats(rewards: Array, mask: Optional[Array] = None, *, ddof: int = 1,
   """
   _check_ddof(ddof)
   rewards, mask, layout = _prepare_dense(rewards, mask)
-  mean, std, count = _mean_std(rewards, mask, layout, ddof)
+  mean, std, count, _ = _mean_std(rewards, mask, layout, ddof)
   correct = (mask & (rewards >= correct_threshold)).astype(rewards.dtype)
   num_correct = layout.reduce(correct)
   gmax = jnp.max(jnp.where(mask, rewards, -jnp.inf), axis=-1)
@@ -219,7 +250,7 @@ def group_stats_ragged(rewards: Array, group_ids: Array, num_groups: int, valid:
   """
   _check_ddof(ddof)
   rewards, group_ids, valid, layout = _prepare_ragged(rewards, group_ids, num_groups, valid)
-  mean, std, count = _mean_std(rewards, valid, layout, ddof)
+  mean, std, count, _ = _mean_std(rewards, valid, layout, ddof)
   correct = (valid & (rewards >= correct_threshold)).astype(rewards.dtype)
   num_correct = layout.reduce(correct)
   gmax = jax.ops.segment_max(jnp.where(valid, rewards, -jnp.inf), group_ids, num_segments=num_groups)
@@ -242,8 +273,8 @@ def _finish_stats(mean, std, count, num_correct, gmax, gmin):
 
 
 def _normalised(rewards, mask, layout, ddof, eps, extra_value=None, extra_count=0):
-  mean, std, _ = _mean_std(rewards, mask, layout, ddof, extra_value, extra_count)
-  adv = _safe_div(rewards - layout.gather(mean), layout.gather(std) + eps)
+  _, std, _, centred = _mean_std(rewards, mask, layout, ddof, extra_value, extra_count)
+  adv = _safe_div(centred, layout.gather(std) + eps)
   return jnp.where(mask, adv, 0.0)
 
 
@@ -252,18 +283,17 @@ def _grpo_core(rewards, mask, layout, ddof, eps):
 
 
 def _dr_grpo_core(rewards, mask, layout):
-  mean, _, _ = _mean_std(rewards, mask, layout, 0)
-  return jnp.where(mask, rewards - layout.gather(mean), 0.0)
+  return _mean_std(rewards, mask, layout, 0)[3]
 
 
 def _rloo_core(rewards, mask, layout):
   w = mask.astype(rewards.dtype)
-  r = jnp.where(mask, rewards, 0.0)
+  s, _ = _shifted(rewards, mask, layout)            # r − c_g: exactly 0 in a group of equal rewards
   count = layout.gather(layout.reduce(w))
-  total = layout.gather(layout.reduce(r))
-  # A_i = r_i − (Σ_j r_j − r_i)/(n − 1) = n/(n − 1) · (r_i − mean); groups with n < 2 get 0.
-  baseline = _safe_div(total - r, count - 1.0)
-  return jnp.where(mask & (count >= 2), r - baseline, 0.0)
+  total = layout.gather(layout.reduce(s))
+  # A_i = r_i − (Σ_j r_j − r_i)/(n − 1) = s_i − (Σ_j s_j − s_i)/(n − 1); groups with n < 2 get 0.
+  baseline = _safe_div(total - s, count - 1.0)
+  return jnp.where(mask & (count >= 2), s - baseline, 0.0)
 
 
 def _ngrpo_core(rewards, mask, layout, r_virtual, num_virtual, ddof, eps):
@@ -419,7 +449,7 @@ def _prepare_pointwise(rewards, mask):
   mask = _as_mask(mask, rewards, "mask")
   if _is_concrete(rewards) and _is_concrete(mask):
     _check_finite(jnp.where(mask, rewards, 0.0), "rewards")
-  return rewards, mask
+  return _drop_nonfinite(rewards, mask)
 
 
 def w_reinforce(rewards: Array, mask: Optional[Array] = None, *, lam: float = 0.1,

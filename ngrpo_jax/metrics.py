@@ -1,7 +1,9 @@
 """Evaluation metrics: unbiased pass@k, pass@k curves, pass@k AUC (the NGRPO paper's), bootstrap CIs.
 
 These are host-side functions in float64 numpy (evaluation happens once per checkpoint, outside jitted
-code, and the products over up to N = 256 terms benefit from float64). They accept numpy or JAX arrays.
+code, and the products over up to N = 256 terms benefit from float64). They accept numpy or (concrete) JAX
+arrays; called under ``jax.jit`` / ``vmap`` / ``grad`` they raise a TypeError saying so (unlike the
+advantages and losses, which are jit-safe JAX). Values are checked: pass@k curves are fractions in [0, 1].
 """
 from typing import NamedTuple, Optional, Sequence, Union
 
@@ -9,8 +11,16 @@ import jax
 import numpy as np
 
 
+def _host(x, name):
+  """``x`` as a numpy array; a TypeError naming the argument when it is traced (under jit / vmap / grad)."""
+  if isinstance(x, jax.core.Tracer):
+    raise TypeError(f"`{name}` is a traced JAX value: ngrpo_jax.metrics are host-side float64 numpy functions "
+                    "(evaluation, not training); call them outside jax.jit / vmap / grad")
+  return np.asarray(x)
+
+
 def _int_array(x, name):
-  arr = np.asarray(x)
+  arr = _host(x, name)
   if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or
                                (np.issubdtype(arr.dtype, np.floating) and np.all(arr == np.round(arr)))):
     raise TypeError(f"`{name}` must hold integers, got dtype {arr.dtype} / values {arr!r}.")
@@ -36,7 +46,7 @@ def pass_at_k(num_samples, num_correct, k: int) -> np.ndarray:
   c = _int_array(num_correct, "num_correct")
   n, c = np.broadcast_arrays(n, c)
   if not isinstance(k, (int, np.integer)) or isinstance(k, bool):
-    raise TypeError(f"`k` must be an int, got {k!r}.")
+    raise TypeError(f"`k` must be a Python int, got {k!r}.")
   if k < 1:
     raise ValueError(f"`k` must be >= 1, got {k}.")
   if np.any(n < 1):
@@ -74,14 +84,17 @@ def pass_at_k_curve(num_samples, num_correct, ks: Optional[Sequence[int]] = None
 
 
 def _check_curve(values, ks):
-  y = np.asarray(values, dtype=np.float64)
+  y = _host(values, "values").astype(np.float64)
   if y.ndim != 1 or y.size < 2:
     raise ValueError(f"`values` must be a 1-D array of >= 2 pass@k values, got shape {y.shape}.")
   if not np.all(np.isfinite(y)):
     raise ValueError("`values` contains NaN or infinite values.")
+  if np.any(y < 0) or np.any(y > 1):
+    raise ValueError(f"`values` must be pass@k fractions in [0, 1], got values in [{y.min():g}, {y.max():g}]"
+                     + (" (percentages? divide by 100)" if y.max() <= 100 else "") + ".")
   if ks is None:
     ks = 2 ** np.arange(y.size)
-  ks = np.asarray(ks, dtype=np.float64)
+  ks = _host(ks, "ks").astype(np.float64)
   if ks.shape != y.shape:
     raise ValueError(f"`ks` has shape {ks.shape} but `values` has shape {y.shape}.")
   if np.any(ks < 1) or np.any(np.diff(ks) <= 0):
@@ -149,7 +162,7 @@ def bootstrap_ci(per_problem_values, key_or_seed: Union[int, jax.Array], num_res
   Returns:
     ConfidenceInterval(estimate = mean over problems, lower, upper), each of shape values.shape[1:].
   """
-  x = np.asarray(per_problem_values, dtype=np.float64)
+  x = _host(per_problem_values, "per_problem_values").astype(np.float64)
   if x.ndim < 1 or x.shape[0] < 1:
     raise ValueError(f"`per_problem_values` must have at least one problem along axis 0, got shape {x.shape}.")
   if not np.all(np.isfinite(x)):
@@ -166,3 +179,61 @@ def bootstrap_ci(per_problem_values, key_or_seed: Union[int, jax.Array], num_res
   means = x[idx].mean(axis=1)
   lower, upper = np.quantile(means, [alpha / 2, 1 - alpha / 2], axis=0)
   return ConfidenceInterval(estimate=x.mean(axis=0), lower=lower, upper=upper)
+
+
+class PairedComparison(NamedTuple):
+  """Mean difference b − a with its paired-bootstrap interval and two-sided p-value (H0: no difference)."""
+  difference: float
+  lower: float
+  upper: float
+  p_value: float
+
+
+def paired_bootstrap(per_problem_a, per_problem_b, key_or_seed: Union[int, jax.Array] = 0,
+                     num_resamples: int = 10000, alpha: float = 0.05) -> PairedComparison:
+  """Paired bootstrap test of two methods evaluated on the same problems (and, optionally, the same seeds).
+
+  d = b − a per problem (and seed); the statistic is mean(d). Each resample draws problems with replacement
+  (and, independently, seeds with replacement: a two-way bootstrap over problems × seeds) and takes the mean
+  of d over the drawn cells; the interval is the (alpha/2, 1 − alpha/2) percentile of the resampled means and
+  the two-sided p-value is min(1, 2 · min(#(mean* ≤ 0) + 1, #(mean* ≥ 0) + 1) / (R + 1)) over the R resampled
+  means (never 0: at least 2 / (R + 1)) (Efron & Tibshirani 1993, §16; Koehn 2004 for paired resampling of
+  test items).
+
+  Args:
+    per_problem_a, per_problem_b: float[P] (e.g. per-problem pass@1 of two runs) or float[S, P] (S seeds,
+      the same P problems in the same order); equal shapes.
+    key_or_seed: a ``jax.random`` key or an int seed.
+    num_resamples: bootstrap resamples (>= 1).
+    alpha: 1 − confidence level, in (0, 1).
+
+  Returns:
+    PairedComparison(difference = mean(b − a), lower, upper, p_value).
+  """
+  a = _host(per_problem_a, "per_problem_a").astype(np.float64)
+  b = _host(per_problem_b, "per_problem_b").astype(np.float64)
+  if a.shape != b.shape or a.ndim not in (1, 2) or a.shape[-1] < 1:
+    raise ValueError(f"per_problem_a and per_problem_b must both be [P] or [S, P] with the same shape, got "
+                     f"{a.shape} and {b.shape}.")
+  if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+    raise ValueError("per-problem values contain NaN or infinite values.")
+  if not isinstance(num_resamples, (int, np.integer)) or num_resamples < 1:
+    raise ValueError(f"`num_resamples` must be an int >= 1, got {num_resamples!r}.")
+  if not 0 < alpha < 1:
+    raise ValueError(f"`alpha` must be in (0, 1), got {alpha!r}.")
+  d = (b - a).reshape(-1, a.shape[-1])                       # [S, P]
+  s, p = d.shape
+  seed = int(key_or_seed) if isinstance(key_or_seed, (int, np.integer)) else \
+      int(np.asarray(jax.random.randint(key_or_seed, (), 0, 2 ** 31 - 1)))
+  rng = np.random.default_rng(seed)
+  means = np.empty(num_resamples)
+  for start in range(0, num_resamples, 1000):                # bounded memory: 1000 resamples at a time
+    r = min(1000, num_resamples - start)
+    rows = rng.integers(0, s, size=(r, s))
+    cols = rng.integers(0, p, size=(r, p))
+    per_seed = np.stack([d[rows[i]][:, cols[i]].mean() for i in range(r)]) if s > 1 else d[0][cols].mean(axis=1)
+    means[start:start + r] = per_seed
+  lower, upper = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+  # +1 correction: a p-value is never 0 (at least 2 / (R + 1), two-sided)
+  p_value = min(1.0, 2.0 * min(np.sum(means <= 0.0) + 1, np.sum(means >= 0.0) + 1) / (num_resamples + 1))
+  return PairedComparison(float(d.mean()), float(lower), float(upper), float(p_value))

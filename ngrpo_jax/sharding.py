@@ -532,6 +532,19 @@ def initialize_distributed(coordinator_address: Optional[str] = None, num_proces
   return cfg
 
 
+# Messages of the errors a process sees when another process of a jax.distributed run has died: the gloo CPU
+# collectives lose their TCP peer, the coordination service misses its heartbeats.
+_PEER_FAILURE_MARKERS = ("Gloo", "Connection closed by peer", "heartbeat timeout", "tasks are unhealthy",
+                         "Connection reset by peer")
+
+
+def is_peer_failure(error: BaseException) -> bool:
+  """Whether ``error`` is a multi-process run's report that another process died (a failed collective or
+  coordination-service error while ``jax.process_count() > 1``), as opposed to a failure of this process."""
+  return jax.process_count() > 1 and isinstance(error, (jax.errors.JaxRuntimeError, RuntimeError)) and any(
+      m in str(error) for m in _PEER_FAILURE_MARKERS)
+
+
 def is_main_process() -> bool:
   """True on process 0 — the only one that logs, writes metrics and exports files."""
   return jax.process_index() == 0

@@ -290,9 +290,46 @@ def test_validation_errors(call, match):
     call()
 
 
-def test_nan_check_skipped_under_jit():
-  out = jax.jit(adv.grpo)(jnp.array([[0.0, jnp.nan, 1.0]]))   # documented: value checks need concrete inputs
-  assert out.shape == (1, 3)
+_GROUP_ESTIMATORS = [(adv.grpo, {}), (adv.grpo, {"eps": 0.0}), (adv.ngrpo, {"num_virtual": 0}), (adv.dr_grpo, {}),
+                     (adv.rloo, {})]
+
+
+@hypothesis.settings(max_examples=15, deadline=None, derandomize=True)     # each example compiles its shapes
+@hypothesis.given(st.floats(-1e6, 1e6, width=32), st.integers(2, 17), st.integers(0, len(_GROUP_ESTIMATORS) - 1))
+def test_property_equal_rewards_give_exactly_zero_for_any_value(value, g, which):
+  # Regression: grpo([[0.7] * 7]) was +0.056 and a group of 10 × 4.2379 got −0.317 (mean ≠ value by an ulp,
+  # divided by std + eps = 1e-6).
+  fn, kw = _GROUP_ESTIMATORS[which]
+  rewards = np.full((2, g), value, np.float32)
+  mask = np.ones((2, g), bool)
+  mask[1, -1] = False                                     # a padded sample does not break homogeneity
+  for out in (fn(rewards, mask, **kw), jax.jit(lambda r, m: fn(r, m, **kw))(rewards, mask)):
+    np.testing.assert_array_equal(np.asarray(out), 0.0)
+  ragged = adv.grpo_ragged(rewards.reshape(-1), np.repeat(np.arange(2), g), 2, mask.reshape(-1))
+  np.testing.assert_array_equal(np.asarray(ragged), 0.0)
+  np.testing.assert_array_equal(np.asarray(adv.ngrpo(np.full((1, g), value, np.float32), r_virtual=float(value))),
+                                0.0)
+
+
+def test_issue_examples_of_equal_rewards_are_zero():
+  assert np.all(np.asarray(adv.grpo(np.array([[0.7] * 7], np.float32))) == 0.0)
+  assert np.all(np.asarray(adv.grpo(np.array([[4.2379] * 10], np.float32))) == 0.0)
+
+
+def test_nonfinite_rewards_raise_eagerly_and_are_padding_under_jit():
+  rewards = np.array([[0.0, np.nan, 1.0, 1.0], [1.0, 0.0, np.inf, 0.0], [0.0, 1.0, 1.0, 0.0]], np.float32)
+  with pytest.raises(ValueError, match="`rewards` contains NaN or infinite values"):
+    adv.grpo(rewards)
+  as_padding = adv.grpo(np.nan_to_num(rewards, posinf=0.0), np.isfinite(rewards))
+  for fn in (adv.grpo, adv.ngrpo, adv.dr_grpo, adv.rloo):
+    jitted = np.asarray(jax.jit(fn)(rewards))
+    np.testing.assert_array_equal(jitted, np.asarray(jax.jit(fn)(np.nan_to_num(rewards, posinf=0.0),
+                                                                 np.isfinite(rewards))))
+    assert np.all(np.isfinite(jitted)) and jitted[0, 1] == 0.0 and jitted[1, 2] == 0.0
+    assert np.any(jitted[0] != 0.0) and np.any(jitted[1] != 0.0)   # the rest of the group still learns
+  np.testing.assert_array_equal(np.asarray(jax.jit(adv.grpo)(rewards)), np.asarray(as_padding))
+  assert int(jax.jit(adv.nonfinite_count)(rewards)) == 2
+  assert int(adv.nonfinite_count(rewards, np.isfinite(rewards))) == 0
 
 
 # ------------------------------------------------------------------------------------------------------

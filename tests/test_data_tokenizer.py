@@ -43,9 +43,33 @@ def test_round_trip_is_exact_and_character_level(saved_tokenizer):
   assert tok.decode(tok(text + tok.eos_token)["input_ids"], skip_special_tokens=True) == text
 
 
-def test_unknown_characters_map_to_unk(saved_tokenizer):
-  ids = saved_tokenizer("√2")["input_ids"]
-  assert ids[0] == saved_tokenizer.unk_token_id and len(ids) == 2
+def test_characters_outside_the_vocabulary_are_left_out_as_by_qwen2(saved_tokenizer):
+  assert saved_tokenizer("√2")["input_ids"] == saved_tokenizer("2")["input_ids"]
+  assert saved_tokenizer.convert_tokens_to_ids(tokenizer_lib.UNK) == 3    # ids of older exports unchanged
+
+
+# Ids of the tokenizer before it became a Qwen2Tokenizer (a PreTrainedTokenizerFast over the raw characters):
+# trained policies and checkpoints depend on them.
+LEGACY_IDS = {"<|endoftext|>": 0, "<|im_start|>": 1, "<|im_end|>": 2, "<unk>": 3, "\n": 4, " ": 5, "0": 21, "+": 16,
+              "\\": 65, "~": 99}
+
+
+@pytest.mark.parametrize("with_model_config", [False, True])
+def test_saved_tokenizer_reloads_as_itself_through_auto_tokenizer(tmp_path, with_model_config):
+  # Regression: beside a `model_type: qwen2` config.json (a Hugging Face export), AutoTokenizer built a
+  # Qwen2Tokenizer from the saved vocabulary that dropped every space and newline.
+  built = tokenizer_lib.build_tokenizer()
+  if with_model_config:
+    (tmp_path / "config.json").write_text('{"model_type": "qwen2", "vocab_size": 100}')
+  built.save_pretrained(tmp_path)
+  loaded = transformers.AutoTokenizer.from_pretrained(tmp_path)
+  assert type(loaded).__name__ == "Qwen2Tokenizer" == type(built).__name__
+  text = prompts.qwen_math_prompt("What is 12 + 345?  Two  spaces.\n\nNew lines.", loaded) + "\\boxed{357}" + \
+      tokenizer_lib.IM_END
+  assert loaded(text)["input_ids"] == built(text)["input_ids"]
+  assert loaded.decode(loaded(text)["input_ids"]) == text
+  assert {t: loaded(t)["input_ids"] for t in LEGACY_IDS} == {t: [i] for t, i in LEGACY_IDS.items()}
+  assert (loaded.eos_token_id, loaded.pad_token_id, loaded.padding_side, len(loaded)) == (2, 0, "left", 100)
 
 
 def test_batch_padding_is_left_with_pad_token(saved_tokenizer):

@@ -5,6 +5,7 @@ import math
 import hypothesis
 from hypothesis import strategies as st
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -119,3 +120,59 @@ def test_bootstrap_ci():
   assert with_key.lower.shape == (2,) and np.all(with_key.lower < with_key.upper)
   const = metrics.bootstrap_ci(np.full(10, 0.25), 1)
   assert const.lower == const.upper == 0.25
+
+
+def test_auc_refuses_values_outside_zero_one():
+  # Regression: pass_at_k_auc([10., 20., 30.]) returned 2000.0 (percentages passed as fractions).
+  with pytest.raises(ValueError, match=r"fractions in \[0, 1\].*percentages\? divide by 100"):
+    metrics.pass_at_k_auc([10.0, 20.0, 30.0])
+  with pytest.raises(ValueError, match=r"fractions in \[0, 1\]"):
+    metrics.pass_at_k_auc_loglog([0.5, 1.2])
+  with pytest.raises(ValueError, match=r"fractions in \[0, 1\]"):
+    metrics.pass_at_k_auc([-0.1, 0.5])
+  assert metrics.pass_at_k_auc([0.1, 0.2, 0.3]) == pytest.approx(20.0)
+
+
+def test_metrics_say_they_are_host_side_under_jit():
+  # README: the math core's advantages and losses are jit-safe; metrics are host-side and say so under jit.
+  c = jnp.array([0, 3, 16])
+  with pytest.raises(TypeError, match="`num_correct` is a traced JAX value.*outside jax.jit"):
+    jax.jit(lambda c: metrics.pass_at_k(16, c, 4))(c)
+  with pytest.raises(TypeError, match="`values` is a traced JAX value"):
+    jax.jit(metrics.pass_at_k_auc)(jnp.array([0.1, 0.2]))
+  with pytest.raises(TypeError, match="traced JAX value"):
+    jax.vmap(lambda x: metrics.bootstrap_ci(x, 0).estimate)(jnp.ones((2, 3)))
+  np.testing.assert_allclose(metrics.pass_at_k(16, c, 4), [0.0, 1 - (13 * 12 * 11 * 10) / (16 * 15 * 14 * 13), 1.0])
+
+
+def test_readme_math_core_is_jit_vmap_grad_safe():
+  from ngrpo_jax import advantages, losses  # pylint: disable=g-import-not-at-top
+  rewards = jnp.array([[1.0, 0, 0, 0, 0, 0, 0, 0]])
+  for fn in (advantages.grpo, advantages.ngrpo, advantages.dr_grpo, advantages.rloo, advantages.ngrpo_group_filter,
+             advantages.dapo_group_filter, advantages.w_reinforce, advantages.nonfinite_count):
+    np.testing.assert_allclose(jax.jit(fn)(rewards), fn(rewards), rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(jax.vmap(advantages.ngrpo)(rewards[None]), advantages.ngrpo(rewards)[None], rtol=1e-6)
+  logp = jnp.zeros((2, 3))
+  grad = jax.grad(lambda lp: losses.policy_loss(lp, logp, jnp.array([1.0, -1.0]), jnp.ones((2, 3)))[0])(logp)
+  assert grad.shape == (2, 3) and bool(jnp.all(jnp.isfinite(grad)))
+
+
+def test_paired_bootstrap():
+  rng = np.random.default_rng(0)
+  a = rng.uniform(0, 1, 200)
+  same = metrics.paired_bootstrap(a, a, 0, num_resamples=500)
+  assert same == metrics.PairedComparison(0.0, 0.0, 0.0, 1.0)
+  better = metrics.paired_bootstrap(a, np.clip(a + 0.1 + 0.05 * rng.standard_normal(200), 0, 2), 0)
+  assert better.lower > 0 and better.lower < better.difference < better.upper
+  assert better.p_value == pytest.approx(2 / 10001)                  # every resample > 0: the smallest p, never 0
+  noise = metrics.paired_bootstrap(a, a + 0.3 * rng.standard_normal(200), 1)
+  assert noise.lower < 0 < noise.upper and noise.p_value > 0.05
+  # Two-way (seeds × problems): the same difference with more spread than over problems alone.
+  seeds_a = rng.uniform(0, 1, (3, 200))
+  seeds_b = seeds_a + np.array([[0.0], [0.2], [0.4]]) + 0.01 * rng.standard_normal((3, 200))
+  two_way = metrics.paired_bootstrap(seeds_a, seeds_b, 0, num_resamples=2000)
+  pooled = metrics.paired_bootstrap(seeds_a.reshape(-1), seeds_b.reshape(-1), 0, num_resamples=2000)
+  assert two_way.difference == pytest.approx(0.2, abs=0.01)
+  assert two_way.upper - two_way.lower > 3 * (pooled.upper - pooled.lower)
+  with pytest.raises(ValueError, match="same shape"):
+    metrics.paired_bootstrap(a, a[:10])

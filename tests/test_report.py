@@ -19,7 +19,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 def _write_eval(root, label, dataset, counts, n):
   summary = evaluation.summarize(np.full(len(counts), n), np.asarray(counts), num_bootstrap=200)
-  summary.update(label=label, dataset=dataset, settings={"temperature": 0.6, "top_p": 0.95})
+  summary.update(label=label, dataset=dataset, settings={"temperature": 0.6, "top_p": 0.95},
+                 per_problem_correct=[int(c) for c in counts])     # as experiments/evaluate.py writes it
   root.mkdir(parents=True)
   (root / "summary.json").write_text(json.dumps(summary))
   return summary
@@ -92,7 +93,7 @@ def test_read_metrics_skips_bad_lines_and_non_numeric(dirs):
   np.testing.assert_array_equal(steps, np.arange(60))
   assert values[0] == pytest.approx(0.2)
   panels = report.training_panels([("run", series)])
-  titles = {t: [k for _, k in lines] for t, _, lines in panels}
+  titles = {t: [k for _, k, _ in lines] for t, _, lines in panels}
   assert titles["Policy entropy"] == ["policy_entropy"]
   assert titles["Response length"] == ["response_len_mean"]
   assert sorted(titles["Reward and accuracy"]) == ["accuracy", "reward_mean"]
@@ -166,3 +167,56 @@ def test_auc_not_bold_when_sample_counts_differ(tmp_path):
   assert "N differs" in md
   rows = [line for line in md.splitlines() if line.startswith("| A") or line.startswith("| B")]
   assert all(not row.split("|")[-2].strip().startswith("**") for row in rows)
+
+
+def test_training_figure_has_one_series_per_quantity_and_clip_fractions_by_sign():
+  # Regression: the entropy panel drew `entropy`, `policy_entropy` and `loss/entropy_bonus` (one quantity three
+  # times) and no panel showed the clip fractions.
+  steps = np.arange(1.0, 6.0)
+  keys = ("entropy", "policy_entropy", "loss/entropy_bonus", "pg/clip_frac_pos", "pg/clip_frac_neg", "pg/clip_frac",
+          "parseable_frac", "format/end_token_prob", "groups/all_correct_frac", "groups/all_wrong_frac",
+          "groups/mixed_frac", "accuracy", "reward_mean", "response_len_mean", "response_len_max")
+  series = {k: (steps, np.linspace(0.1, 0.5, 5)) for k in keys}
+  panels = {t: [(k, label) for _, k, label in lines] for t, _, lines in report.training_panels([("run", series)])}
+  assert panels["Policy entropy"] == [("policy_entropy", "entropy")]
+  assert panels["PPO clip fraction by advantage sign"] == [("pg/clip_frac_pos", "A > 0 (upper clip)"),
+                                                           ("pg/clip_frac_neg", "A < 0 (lower clip)")]
+  assert panels["Answer format"] == [("parseable_frac", "parseable answers"), ("format/end_token_prob", "p(end token)")]
+  assert [k for k, _ in panels["Group kinds"]] == ["groups/all_correct_frac", "groups/all_wrong_frac",
+                                                  "groups/mixed_frac"]
+  assert panels["Response length"] == [("response_len_mean", "mean length")]
+  every = [k for lines in panels.values() for k, _ in lines]
+  assert len(every) == len(set(every))                                 # no series twice
+  two_runs = report.training_panels([("a", series), ("b", series)])
+  assert all(len(lines) == 2 * len(panels[t]) for t, _, lines in two_runs)
+
+
+def test_evaluations_with_different_settings_are_never_compared(tmp_path):
+  # Regression: evaluations with different problem counts and temperatures shared one table and one "best".
+  rng = np.random.default_rng(1)
+  a = _write_eval(tmp_path / "a", "A", "math500", rng.integers(0, 9, 40), 8)
+  _write_eval(tmp_path / "b", "B", "math500", rng.integers(0, 9, 40), 8)
+  c = tmp_path / "c"
+  _write_eval(c, "C", "math500", rng.integers(0, 9, 30), 8)
+  summary = json.loads((c / "summary.json").read_text())
+  summary["settings"]["temperature"] = 1.0
+  (c / "summary.json").write_text(json.dumps(summary))
+  result = report.make_report([str(tmp_path / x) for x in "abc"], tmp_path / "out")
+  md = result["markdown"]
+  tables = md.split("### math500")[1:]
+  assert len(tables) == 2
+  assert "| A |" in tables[0] and "| B |" in tables[0] and "| C |" not in tables[0]
+  assert "| C |" in tables[1] and "| A |" not in tables[1]
+  assert "num_problems 40 (vs 30), temperature 0.6 (vs 1.0)" in tables[0]
+  assert "num_problems 30 (vs 40), temperature 1.0 (vs 0.6)" in tables[1]
+  assert "**" not in tables[1].split("Paired")[0].split("\n", 4)[-1]      # a single row: nothing bold
+  assert "Paired comparisons over the same 40 problems" in tables[0] and "- B − A: pass@1 " in tables[0]
+  assert "Paired" not in tables[1]
+  for name in ("table_math500_1.csv", "table_math500_2.csv", "pass_at_k_math500_1.png", "pass_at_k_math500_2.png"):
+    assert (tmp_path / "out" / name).is_file(), name
+  # Handed mixed rows directly, a table bolds nothing and says what differs.
+  evals = report.find_evaluations([str(tmp_path / x) for x in "ac"])
+  md = report.markdown_table("math500", evals, [1, 2])
+  assert "Settings differ between rows, so no value is bold" in md and "temperature 0.6 (vs 1.0)" in md
+  assert "**" not in md.replace("**Settings", "").replace(".**", "")
+  del a

@@ -61,16 +61,35 @@ def test_smoke_run_of_the_binary_writes_every_output(tmp_path):
   for key in ("accuracy", "reward_mean", "groups/all_wrong_frac", "groups/all_correct_frac", "groups/mixed_frac",
               "adv_mean", "adv_std", "pg/clip_frac_pos", "pg/clip_frac_neg", "pg/approx_kl_k3", "policy_entropy",
               "response_len_mean", "grad_norm", "learning_rate", "time/sampling", "time/grading", "time/update",
-              "tokens_per_sec/sampling", "format/end_token_prob", "parseable_frac", "logp_gap/mean_abs"):
+              "tokens_per_sec/sampling", "format/end_token_prob", "parseable_frac", "logp_gap/mean_abs",
+              "rewards/nonfinite"):
     assert key in rl[0], key
   assert "grad_share/all_wrong" in rl[0]
   assert (out / "hf_export" / "config.json").exists() and (out / "eval_before.json").exists()
   assert list((out / "tb").iterdir()) and (out / "checkpoints").is_dir()
   assert "[rl]" in res.stdout and "[done]" in res.stdout
+  assert all(r["rewards/nonfinite"] == 0 for r in rl)
+  assert set(summary["paired_gain"]) == {"pass@1", "pass@4"} and summary["paired_gain"]["pass@1"]["difference"] == \
+      pytest.approx(summary["gain"]["pass@1"])
   res = _train(out, "--config=experiments/configs/cpu.py:smoke")                                  # a plain rerun: already finished
   assert res.returncode == 0 and "has already finished (3/3 RL steps" in res.stdout, res.stderr[-2000:]
   res = _train(out, "--config=experiments/configs/cpu.py:smoke", "--config.model.hidden_size=64")  # another model: refused, named
   assert res.returncode == 2 and "cannot resume" in res.stderr and "model.hidden_size: 32 → 64" in res.stderr
+
+
+def _damaged_export(path):
+  """A Hugging Face export of a tiny policy (with the task tokenizer) whose weights file lost its tail."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from ngrpo_jax import data  # pylint: disable=g-import-not-at-top
+  from ngrpo_jax.training import builders, checkpoint, config  # pylint: disable=g-import-not-at-top
+  tok = data.build_tokenizer()
+  model_config, params = builders.build_model(config.ModelSpec(hidden_size=16, intermediate_size=32,
+                                                               num_hidden_layers=1, num_attention_heads=2,
+                                                               num_key_value_heads=1), tok, 0)
+  checkpoint.export_hf(path, model_config, jax.device_get(params), tok)
+  weights = path / "model.safetensors"
+  weights.write_bytes(weights.read_bytes()[:-64])
+  return path
 
 
 @pytest.mark.e2e
@@ -83,6 +102,35 @@ def test_binary_reports_clear_errors(tmp_path):
   assert res.returncode == 2 and "grup_size does not exist" in res.stderr and "Traceback" not in res.stderr
   res = _train(tmp_path / "x", "--config=experiments/configs/cpu.py:smoke", "--config.learner.num_minibatches=3")
   assert res.returncode == 2 and "error:" in res.stderr and "divisible" in res.stderr
+  (tmp_path / "a_file").write_text("")
+  damaged = _damaged_export(tmp_path / "damaged_export")
+  for args, message in (
+      (("--config.model.init_from=" + str(damaged),), f"{damaged}/model.safetensors is not a valid safetensors file"),
+      ((), "--workdir=" + str(tmp_path / "a_file") + " is a file"),
+      (("--config.task.kind=csv",), "task.kind must be 'synthetic' or 'jsonl', got 'csv'"),
+      (("--config.task.template=alpaca",), "task.template must be one of"),
+      (("--config.task.eval_difficulty=(3.0, 2.0)",),
+       "task.eval_difficulty=(3.0, 2.0): difficulty_range must have lo <= hi"),
+      (("--config.task.eval_path=/tmp/x.jsonl",),
+       "task.eval_path='/tmp/x.jsonl' does not apply to task.kind='synthetic'"),
+      (("--config.task.kind=jsonl", "--config.task.train_path=/nonexistent.jsonl", "--config.task.eval_path=/x.jsonl"),
+       "task.train_path='/nonexistent.jsonl' is not a file")):
+    workdir = tmp_path / "a_file" if not args else tmp_path / "x"
+    res = _train(workdir, "--config=experiments/configs/cpu.py:smoke", *args)
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert res.returncode == 2 and len(errors) == 1 and message in errors[0], (args, res.stderr[-2000:])
+    assert "Traceback" not in res.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_no_warm_start_is_a_valid_setting(tmp_path):
+  res = _train(tmp_path / "run", "--config=experiments/configs/cpu.py:smoke", "--config.sft.steps=0",
+               "--config.rl_steps=1", "--config.export_hf=False", "--config.tensorboard=False")
+  assert res.returncode == 0, res.stderr[-3000:]
+  assert "warning: sft.steps=0" in res.stderr and "[sft]" not in res.stdout
+  rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+  assert [r["phase"] for r in rows] == ["rl"]
 
 
 @pytest.mark.slow
@@ -214,3 +262,16 @@ def test_mismatch_modes_from_the_command_line(tmp_path, warm_policy, level, mode
                    "--config.rollout.is_correction=True", f"--config.rollout.is_level={level}",
                    f"--config.rollout.is_mode={mode}", "--config.rollout.reject=geometric")
   assert all("mismatch/is_weight_mean" in r for r in rl)
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_readme_table_is_what_the_default_run_prints(tmp_path):
+  """The README's headline table, cell by cell, from a fresh `python -m experiments.train` (the numbers
+  depend on the machine's float rounding: this holds on the machine the README names)."""
+  from experiments import check_readme  # pylint: disable=g-import-not-at-top
+  res = _train(tmp_path / "default", timeout=1500)
+  assert res.returncode == 0, res.stderr[-3000:]
+  readme = check_readme.readme_table(check_readme.README.read_text())
+  assert check_readme.differences(readme, check_readme.run_table(tmp_path / "default")) == []
+

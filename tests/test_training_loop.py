@@ -130,6 +130,32 @@ def test_config_validation_errors_name_the_field():
     config.validate_config(dataclasses.replace(base, reward=grading.RewardConfig(overlong_buffer=64)))
 
 
+@pytest.mark.parametrize("task,match", [
+    (config.TaskSpec(kind="csv"), "task.kind must be 'synthetic' or 'jsonl', got 'csv'"),
+    (config.TaskSpec(template="alpaca"), "task.template must be one of"),
+    (config.TaskSpec(num_eval_problems=0), "task.num_eval_problems must be an int >= 1, got 0"),
+    (config.TaskSpec(rl_difficulty=(0.5, 2.0)), r"task.rl_difficulty=\(0.5, 2.0\): "),
+    (config.TaskSpec(eval_path="x.jsonl"), "task.eval_path='x.jsonl' does not apply to task.kind='synthetic'"),
+    (config.TaskSpec(kind="jsonl", train_path="t.jsonl"), "task.kind='jsonl' needs task.eval_path"),
+])
+def test_bad_task_values_are_named(task, match):
+  # Regression: these raised later, from deep inside the data builders (or were silently ignored).
+  with pytest.raises(ValueError, match=match):
+    config.validate_config(dataclasses.replace(config.ExperimentConfig(), task=task))
+
+
+def test_settings_the_task_ignores_are_warned_about_and_no_warm_start_is_allowed():
+  jsonl = config.TaskSpec(kind="jsonl", train_path="t.jsonl", eval_path="e.jsonl", rl_difficulty=(2.0, 3.0))
+  cfg = dataclasses.replace(config.ExperimentConfig(), task=jsonl)
+  assert config.inapplicable_keys(cfg) == ["task.rl_difficulty, sft.* do(es) not apply to task.kind='jsonl' (no "
+                                           "synthetic problems, no warm-start data) and are ignored"]
+  no_sft = dataclasses.replace(config.ExperimentConfig(), sft=dataclasses.replace(config.ExperimentConfig().sft,
+                                                                                 steps=0))
+  config.validate_config(no_sft)                    # refused before: "needs a warm-start (sft.steps >= 1)"
+  assert [w.split(":")[0] for w in config.inapplicable_keys(no_sft)] == ["sft.steps=0"]
+  assert config.inapplicable_keys(config.ExperimentConfig()) == []
+
+
 def test_metrics_writer(tmp_path):
   from ngrpo_jax.training import logging as logging_lib  # pylint: disable=g-import-not-at-top
   out = io.StringIO()

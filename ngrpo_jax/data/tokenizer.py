@@ -1,15 +1,23 @@
-"""A small character-level, Hugging Face-compatible tokenizer for the synthetic task.
+"""A small character-level Qwen2 tokenizer for the synthetic task, saved and reloaded as what it is.
 
 The tiny models of the default experiment are loaded through the same code path as a real Qwen2
-checkpoint, so the task's tokenizer is a real ``tokenizers`` tokenizer wrapped as
-``transformers.PreTrainedTokenizerFast`` and saved with ``save_pretrained``; ``AutoTokenizer.
-from_pretrained(dir)`` reloads it.
+checkpoint, so the task's tokenizer is a real ``transformers.Qwen2Tokenizer``: Qwen2's byte-level BPE
+(the same normaliser, pre-tokeniser and decoder) with a 100-symbol vocabulary and *no merges*, so every
+character is one token. Its exported ``tokenizer_config.json`` says ``"tokenizer_class": "Qwen2Tokenizer"``,
+which is also the class transformers' ``AutoTokenizer`` picks for a ``model_type: qwen2`` checkpoint (it
+rebuilds a Qwen2 tokenizer from the saved vocabulary whatever class the file names), so a Hugging Face
+export of a trained policy reloads with the very same token ids through every standard loader
+(``AutoTokenizer.from_pretrained(dir)`` with or without ``config.json``, ``Qwen2Tokenizer``, or the raw
+``tokenizer.json``).
 
 Vocabulary (size ``VOCAB_SIZE`` = 100): the Qwen special tokens ``<|endoftext|>`` (id 0, also the
 pad token, as in Qwen2.5), ``<|im_start|>`` (1), ``<|im_end|>`` (2, the end-of-turn / eos token),
 ``<unk>`` (3), then one token per character: newline and the 95 printable ASCII characters
-(``" "`` … ``"~"``). Every ASCII text — the task's prompts, scratchpads, the Qwen chat template and
-the math instruction — round-trips exactly; other characters decode as ``<unk>``.
+(``" "`` … ``"~"``), spelled as Qwen2's byte-level symbols (``"Ġ"`` for a space, ``"Ċ"`` for a newline,
+the character itself otherwise). Every ASCII text — the task's prompts, scratchpads, the Qwen chat
+template and the math instruction — round-trips exactly. Other characters have no token: Qwen2's
+byte-level model leaves bytes missing from its vocabulary out of the ids (the synthetic task never
+produces any; ``<unk>`` keeps its id 3 so that models trained with earlier versions load unchanged).
 
 The chat template is Qwen's ChatML: ``<|im_start|>{role}\\n{content}<|im_end|>\\n`` per message,
 then ``<|im_start|>assistant\\n`` when ``add_generation_prompt``.
@@ -17,9 +25,6 @@ then ``<|im_start|>assistant\\n`` when ``add_generation_prompt``.
 import os
 import string
 
-import tokenizers
-from tokenizers import decoders
-from tokenizers import models
 import transformers
 
 ENDOFTEXT = "<|endoftext|>"
@@ -39,23 +44,39 @@ CHAT_TEMPLATE = (
 assert set(string.printable) - set("\t\r\x0b\x0c") <= set(CHARACTERS)
 
 
-def build_tokenizer() -> transformers.PreTrainedTokenizerFast:
+def byte_symbol(byte: int) -> str:
+  """The byte-level BPE symbol of a byte (GPT-2 / Qwen2's ``bytes_to_unicode``).
+
+  Bytes that are printable and not whitespace (``!`` … ``~``, ``¡`` … ``¬``, ``®`` … ``ÿ``) are their own
+  character; the other 68 bytes, in increasing order, are ``chr(256)``, ``chr(257)``, … (so ``" "`` is
+  ``"Ġ"`` and ``"\\n"`` is ``"Ċ"``).
+  """
+  if not 0 <= byte < 256:
+    raise ValueError(f"byte must be in [0, 256), got {byte}")
+  printable = lambda b: 0x21 <= b <= 0x7E or 0xA1 <= b <= 0xAC or 0xAE <= b <= 0xFF
+  if printable(byte):
+    return chr(byte)
+  return chr(256 + sum(1 for b in range(byte) if not printable(b)))
+
+
+def vocabulary() -> dict:
+  """{token: id}: the special tokens, then one byte-level symbol per character of ``CHARACTERS``."""
+  vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
+  for ch in CHARACTERS:
+    vocab[byte_symbol(ord(ch))] = len(vocab)
+  return vocab
+
+
+def build_tokenizer() -> transformers.PreTrainedTokenizerBase:
   """Builds the character-level tokenizer (pure; nothing is read or written).
 
   Returns:
-    A ``PreTrainedTokenizerFast`` with ``VOCAB_SIZE`` tokens, eos ``<|im_end|>``, pad
-    ``<|endoftext|>``, unk ``<unk>``, no BOS (as Qwen2), and the ChatML ``chat_template``.
+    A ``transformers.Qwen2Tokenizer`` with ``VOCAB_SIZE`` tokens and no merges, eos ``<|im_end|>``, pad
+    ``<|endoftext|>``, unk ``<unk>``, no BOS (as Qwen2), left padding and the ChatML ``chat_template``.
   """
-  vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
-  for ch in CHARACTERS:
-    vocab[ch] = len(vocab)
-  # A BPE model without merges and without a pre-tokenizer splits text into single characters;
-  # the Fuse decoder concatenates them back without inserting spaces.
-  backend = tokenizers.Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=UNK))
-  backend.decoder = decoders.Fuse()
-  backend.add_special_tokens(list(SPECIAL_TOKENS))
-  tok = transformers.PreTrainedTokenizerFast(
-      tokenizer_object=backend,
+  tok = transformers.Qwen2Tokenizer(
+      vocab=vocabulary(),
+      merges=[],
       eos_token=IM_END,
       pad_token=ENDOFTEXT,
       unk_token=UNK,

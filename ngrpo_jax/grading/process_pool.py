@@ -22,6 +22,7 @@ import importlib
 import os
 import pathlib
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -69,6 +70,9 @@ def _set_memory_limit(extra_mb: int) -> None:
 
 def _child_main(read_fd: int, write_fd: int, memory_limit_mb: int, preload: Sequence[str]) -> None:
   """Worker loop: receive ``(function_path, args)``, reply ``(status, value)``; exit on ``None``/EOF."""
+  # Ctrl-C reaches the whole process group: the parent decides (it stops the run and closes the pool), so a
+  # worker does not die with a KeyboardInterrupt traceback of its own.
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
   inbox = connection.Connection(read_fd, writable=False)
   outbox = connection.Connection(write_fd, readable=False)
   for name in preload:

@@ -2,6 +2,7 @@
 from ngrpo_jax.models.hf_checkpoint import load_pretrained
 from ngrpo_jax.models.hf_checkpoint import load_tokenizer
 from ngrpo_jax.models.hf_checkpoint import save_pretrained
+from ngrpo_jax.models.hf_checkpoint import save_tokenizer
 from ngrpo_jax.models.logprobs import token_logprobs
 from ngrpo_jax.models.qwen2 import forward
 from ngrpo_jax.models.qwen2 import hidden_states
@@ -15,5 +16,5 @@ from ngrpo_jax.models.qwen2 import value
 
 __all__ = [
     "KVCache", "Qwen2Config", "forward", "hidden_states", "init_cache", "init_params", "init_value_head",
-    "lm_logits", "load_pretrained", "load_tokenizer", "save_pretrained", "token_logprobs", "value",
+    "lm_logits", "load_pretrained", "load_tokenizer", "save_pretrained", "save_tokenizer", "token_logprobs", "value",
 ]

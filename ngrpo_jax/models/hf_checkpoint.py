@@ -59,12 +59,7 @@ class _SafetensorsFile:
 
   def __init__(self, path: pathlib.Path):
     self.path = path
-    with open(path, "rb") as f:
-      header_len = int.from_bytes(f.read(8), "little")
-      header = json.loads(f.read(header_len))
-    header.pop("__metadata__", None)
-    self.header = header
-    self._data_start = 8 + header_len
+    self.header, self._data_start = _read_safetensors_header(path)
     self._mmap = np.memmap(path, dtype=np.uint8, mode="r")
 
   def get(self, name: str) -> np.ndarray:
@@ -74,6 +69,55 @@ class _SafetensorsFile:
     begin, end = info["data_offsets"]
     raw = self._mmap[self._data_start + begin:self._data_start + end]
     return raw.view(_SAFETENSORS_DTYPES[info["dtype"]]).reshape(info["shape"])
+
+
+def _read_safetensors_header(path: pathlib.Path) -> tuple[dict, int]:
+  """({tensor name: {dtype, shape, data_offsets}}, data start) of a safetensors file, validated as the
+  safetensors library does: the header fits in the file and is a JSON object, every tensor's byte range
+  matches its dtype and shape, and the ranges cover the data section exactly (no gap, overlap or tail).
+
+  Raises:
+    ValueError: ``<path> is not a valid safetensors file: <the problem>`` (truncated, random bytes...).
+  """
+  size = path.stat().st_size
+
+  def bad(problem):
+    return ValueError(f"{path} is not a valid safetensors file: {problem} (re-export or re-download it)")
+
+  with open(path, "rb") as f:
+    head = f.read(8)
+    if len(head) < 8:
+      raise bad(f"{size} bytes, shorter than the 8-byte header length")
+    header_len = int.from_bytes(head, "little")
+    if header_len > size - 8:
+      raise bad(f"the header claims {header_len} bytes but the file has {size} (truncated, or not safetensors)")
+    try:
+      header = json.loads(f.read(header_len))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+      raise bad(f"its header is not JSON ({type(e).__name__})") from None
+  if not isinstance(header, dict):
+    raise bad("its header is not a JSON object")
+  header.pop("__metadata__", None)
+  data_size, ranges = size - 8 - header_len, []
+  for name, info in header.items():
+    try:
+      dtype = _SAFETENSORS_DTYPES.get(info["dtype"])
+      shape = [int(d) for d in info["shape"]]
+      begin, end = (int(x) for x in info["data_offsets"])
+    except (KeyError, TypeError, ValueError):
+      raise bad(f"tensor {name!r} has a malformed header entry {info!r}") from None
+    if dtype is not None and end - begin != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
+      raise bad(f"tensor {name!r} of shape {shape} and dtype {info['dtype']} spans {end - begin} bytes")
+    ranges.append((begin, end, name))
+  position = 0
+  for begin, end, name in sorted(ranges):
+    if begin != position:
+      raise bad(f"tensor {name!r} starts at byte {begin} of the data instead of {position} (overlap or gap)")
+    position = end
+  if position != data_size:
+    raise bad(f"incomplete data: the tensors need {position} bytes, the file holds {data_size}"
+              + (" (truncated)" if position > data_size else ""))
+  return header, 8 + header_len
 
 
 def _write_safetensors(path: pathlib.Path, tensors: list):
@@ -335,3 +379,39 @@ def load_tokenizer(path, **kwargs):
   if not pathlib.Path(path).is_dir():
     raise FileNotFoundError(f"tokenizer directory {path} does not exist")
   return transformers.AutoTokenizer.from_pretrained(os.fspath(path), **kwargs)
+
+
+# A probe text with spaces, double spaces, newlines, digits, LaTeX and the end-of-turn marker: what a reloaded
+# tokenizer must encode exactly like the one that was saved.
+_TOKENIZER_PROBE = ("Compute 12 + 345.\nPlease reason step by step, and put your final answer within \\boxed{}.\n\n"
+                    "  x = 357")
+
+
+def save_tokenizer(path, tokenizer) -> None:
+  """Writes ``tokenizer`` into the checkpoint directory ``path`` and checks that the standard loader
+  (``transformers.AutoTokenizer.from_pretrained(path)``, which also reads ``path/config.json``'s
+  ``model_type``) rebuilds the same tokenizer: same ids for a probe text (plus the eos token), same eos and
+  pad ids, same length.
+
+  Raises:
+    ValueError: naming the reloaded class and the first difference (e.g. a tokenizer whose class the
+      loader overrides from ``model_type`` and rebuilds differently).
+  """
+  import transformers  # pylint: disable=g-import-not-at-top
+  tokenizer.save_pretrained(os.fspath(path))
+  loaded = transformers.AutoTokenizer.from_pretrained(os.fspath(path))
+  probe = _TOKENIZER_PROBE + (tokenizer.eos_token or "")
+  want = tokenizer(probe, add_special_tokens=False)["input_ids"]
+  got = loaded(probe, add_special_tokens=False)["input_ids"]
+  problems = []
+  if want != got:
+    problems.append(f"{probe!r} encodes as {got[:24]}... instead of {want[:24]}...")
+  for name in ("eos_token_id", "pad_token_id"):
+    if getattr(loaded, name) != getattr(tokenizer, name):
+      problems.append(f"{name} {getattr(loaded, name)} instead of {getattr(tokenizer, name)}")
+  if len(loaded) != len(tokenizer):
+    problems.append(f"{len(loaded)} tokens instead of {len(tokenizer)}")
+  if problems:
+    raise ValueError(f"the tokenizer saved in {path} does not reload as itself: AutoTokenizer builds a "
+                     f"{type(loaded).__name__} (not a {type(tokenizer).__name__}) whose " + "; ".join(problems))
+

@@ -165,7 +165,9 @@ def make_advantages(algo: algorithms_lib.Algorithm, reward: grading.RewardConfig
 def diagnostics(batch: dict, eos_ids=(), format_token_ids=()) -> dict:
   """Advantage, entropy and format statistics of a scored batch (over response targets)."""
   m = batch["response_mask"]
-  out = {"tokens_trained": int(batch["loss_mask"].sum()), "time/scoring": batch["time/scoring"]}
+  out = {"tokens_trained": int(batch["loss_mask"].sum()), "time/scoring": batch["time/scoring"],
+         # valid samples with a NaN / inf reward: the estimators treat them as padding (advantages module)
+         "rewards/nonfinite": int(np.sum(batch["valid"] & ~np.isfinite(batch["rewards"])))}
   if not m.any():
     return out
   adv = batch["seq_advantages"][batch["valid"]] if "seq_advantages" in batch else batch["advantages"][m]

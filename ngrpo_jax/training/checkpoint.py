@@ -1,5 +1,6 @@
 """Orbax checkpoints of the full train state (params, optimiser state, step, PRNG key, data position,
-reference policy) plus the run's config as JSON; keep-last-N; resume from the latest; HF export.
+reference policy) plus the run's config as JSON; keep-last-N; resume from the newest intact checkpoint (a
+damaged one is named in one line and set aside); HF export.
 
 A state restored by :func:`restore_latest` is bit-identical to the one saved (on CPU), so a resumed run
 continues exactly like an uninterrupted one (tested in ``tests/test_training_loop.py``).
@@ -7,7 +8,10 @@ continues exactly like an uninterrupted one (tested in ``tests/test_training_loo
 import json
 import os
 import pathlib
-from typing import Any, Optional
+import shutil
+import sys
+import tempfile
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +20,36 @@ import orbax.checkpoint as ocp
 
 from ngrpo_jax import models
 from ngrpo_jax.training import state as state_lib
+
+
+class CheckpointError(ValueError):
+  """No checkpoint of a run can be read (each one's folder and error are named)."""
+
+
+def _sync(name: str) -> None:
+  """A barrier of every process (multi-host), so that no process reads a folder another is moving."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(name)
+
+
+def _stderr_kept_on_success(fn):
+  """``fn()`` with the process's stderr (file descriptor 2) held back: written out when ``fn`` returns, dropped
+  when it raises. TensorStore prints dozens of asyncio tracebacks while it fails to read a damaged checkpoint;
+  the caller reports that failure in one line instead."""
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as held:
+    os.dup2(held.fileno(), 2)
+    try:
+      result = fn()
+    finally:
+      sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
+    held.seek(0)
+    sys.stderr.write(held.read().decode(errors="replace"))
+  return result
 
 
 def _to_tree(state: state_lib.TrainState) -> dict:
@@ -38,15 +72,20 @@ class Checkpointer:
   Args:
     directory: checkpoint root (created).
     keep: keep the last ``keep`` checkpoints (older ones are deleted).
+    keep_steps: steps kept whatever ``keep`` says (the trainer keeps step 0, the warm-started policy whose
+      evaluation is the run's "before RL").
   """
 
-  def __init__(self, directory, keep: int = 3):
+  def __init__(self, directory, keep: int = 3, keep_steps: Sequence[int] = ()):
     if keep < 1:
       raise ValueError(f"keep must be >= 1, got {keep}")
     self.directory = pathlib.Path(directory).absolute()
     self.directory.mkdir(parents=True, exist_ok=True)
-    self._manager = ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+    policies = [ocp.checkpoint_managers.LatestN(keep)]
+    if keep_steps:
+      policies.append(ocp.checkpoint_managers.CustomSteps([int(s) for s in keep_steps]))
+    self._manager = ocp.CheckpointManager(self.directory, options=ocp.CheckpointManagerOptions(
+        preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies), create=True))
 
   def save(self, state: state_lib.TrainState, config: Optional[dict] = None, extra: Optional[dict] = None):
     """Writes the state at ``int(state.step)`` (blocking) with the JSON ``config`` / ``extra`` metadata."""
@@ -63,28 +102,50 @@ class Checkpointer:
     return list(self._manager.all_steps())
 
   def latest_metadata(self) -> Optional[dict]:
-    """The JSON metadata (``config``, ``extra``, ``step``) of the latest checkpoint, or None (no arrays read)."""
-    step = self.latest_step()
-    if step is None:
-      return None
-    restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-    return dict(restored["meta"])
+    """The JSON metadata (``config``, ``extra``, ``step``) of the newest checkpoint whose metadata is readable,
+    or None (no arrays read; a damaged checkpoint is reported by :meth:`restore_latest`)."""
+    for step in sorted(self.all_steps(), reverse=True):
+      try:
+        restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+      except Exception:  # pylint: disable=broad-except  (damaged: restore_latest names it)
+        continue
+      return dict(restored["meta"])
+    return None
 
-  def restore_latest(self, like: state_lib.TrainState,
-                     shardings=None) -> tuple[Optional[state_lib.TrainState], dict]:
-    """(state, metadata) of the latest checkpoint, or (None, {}) when there is none.
+  def restore_latest(self, like: state_lib.TrainState, shardings=None,
+                     log: Callable[[str], None] = print) -> tuple[Optional[state_lib.TrainState], dict]:
+    """(state, metadata) of the newest intact checkpoint, or (None, {}) when there is none.
+
+    A checkpoint that cannot be read (truncated or overwritten files, a missing manifest...: the reader's
+    ValueError / OSError) is reported in one line through ``log`` naming its folder and the reader's error,
+    moved to ``<directory>.damaged/<step>`` (kept for inspection, out of the way of the step's re-save) and the
+    next older one is tried. Other errors (out of memory, a state of another structure) propagate.
 
     Args:
       like: a state with the same structure (e.g. freshly created); its arrays give shapes and dtypes.
       shardings: optional pytree of ``jax.sharding.Sharding`` matching ``like`` (e.g.
         ``sharding.train_state_shardings``): every array is read straight into its shards.
+      log: where the one-line damage reports go.
 
     Raises:
       ValueError: the checkpoint's arrays do not match ``like`` (names the first mismatching arrays).
+      CheckpointError: every checkpoint is damaged (names each one and its error).
     """
-    step = self.latest_step()
-    if step is None:
-      return None, {}
+    damaged = []
+    for step in sorted(self.all_steps(), reverse=True):
+      try:
+        return _stderr_kept_on_success(lambda step=step: self.restore(step, like, shardings))
+      except (ValueError, OSError, EOFError, KeyError) as e:   # TensorStore / JSON / file errors of the folder
+        if "does not match the train state" in str(e) or "RESOURCE_EXHAUSTED" in str(e):
+          raise                                              # not damage: the caller's state or memory
+        damaged.append(self._set_aside(step, e, log))
+    if damaged:
+      raise CheckpointError(f"no intact checkpoint in {self.directory}: " + "; ".join(damaged)
+                            + f" (moved to {self.directory}.damaged/; delete them and rerun to start afresh)")
+    return None, {}
+
+  def restore(self, step: int, like: state_lib.TrainState, shardings=None) -> tuple[state_lib.TrainState, dict]:
+    """(state, metadata) of the checkpoint of ``step`` (arguments as :meth:`restore_latest`; no fallback)."""
     tree = _to_tree(like)
     if shardings is None:
       abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, tree)
@@ -95,6 +156,23 @@ class Checkpointer:
     restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
                                                                    meta=ocp.args.JsonRestore()))
     return _from_tree(restored["state"], like), dict(restored["meta"])
+
+  def _set_aside(self, step: int, error: Exception, log) -> str:
+    """Reports a damaged step folder in one line and moves it to ``<directory>.damaged/<step>``."""
+    first_line = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+    what = f"{self.directory}/{step} is damaged ({type(error).__name__}: {first_line[:300]})"
+    target = pathlib.Path(f"{self.directory}.damaged") / str(step)
+    if jax.process_index() == 0:
+      target.parent.mkdir(parents=True, exist_ok=True)
+      if target.exists():
+        shutil.rmtree(target)
+      shutil.move(str(self.directory / str(step)), str(target))
+    _sync(f"checkpoint_set_aside_{step}")
+    self._manager.reload()
+    older = [s for s in self.all_steps() if s < step]
+    log(f"[resume] warning: {what}; moved to {target}; "
+        + (f"trying the previous checkpoint (step {max(older)})" if older else "no older checkpoint"))
+    return what
 
   def _check_shapes(self, step: int, abstract) -> None:
     """Compares the saved arrays' shapes with ``abstract`` and raises a ValueError naming the differences."""
@@ -122,11 +200,12 @@ def _path(path) -> str:
 
 
 def export_hf(path, model_config, policy_params, tokenizer=None):
-  """Writes the policy as a Hugging Face directory (``models.save_pretrained``) plus the tokenizer."""
+  """Writes the policy as a Hugging Face directory (``models.save_pretrained``) plus the tokenizer, checked to
+  reload as itself through ``AutoTokenizer`` (``models.save_tokenizer``)."""
   path = os.fspath(path)
   models.save_pretrained(path, model_config, jax.device_get(policy_params))
   if tokenizer is not None:
-    tokenizer.save_pretrained(path)
+    models.save_tokenizer(path, tokenizer)
   return path
 
 

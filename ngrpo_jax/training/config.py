@@ -17,6 +17,8 @@ import numpy as np
 
 from ngrpo_jax import grading
 from ngrpo_jax import sharding
+from ngrpo_jax.data import prompts as prompts_lib
+from ngrpo_jax.data import synthetic
 from ngrpo_jax.training import algorithms as algorithms_lib
 from ngrpo_jax.training import rollout as rollout_lib
 from ngrpo_jax.training import sft as sft_lib
@@ -219,8 +221,7 @@ def validate_config(cfg: ExperimentConfig) -> algorithms_lib.Algorithm:
     raise ValueError(f"compile_warmup_steps must be an int >= 0, got {cfg.compile_warmup_steps!r}")
   if cfg.eval.num_samples < 1 or cfg.checkpoint_every < 1:
     raise ValueError("eval.num_samples and checkpoint_every must be >= 1")
-  if cfg.task.kind == "synthetic" and cfg.model.init_from is None and cfg.sft.steps < 1:
-    raise ValueError("a model created from scratch needs a warm-start (sft.steps >= 1)")
+  _validate_task(cfg.task)
   if cfg.mesh is not None:
     sizes = sharding.parse_mesh_spec(cfg.mesh)
     known = int(np.prod([v for v in sizes.values() if v != -1]))
@@ -235,6 +236,59 @@ def validate_config(cfg: ExperimentConfig) -> algorithms_lib.Algorithm:
       raise ValueError(f"rollout.group_size * rollout.groups_per_batch = {cfg.rollout.batch_rows} must be "
                        f"divisible by the mesh's data × fsdp = {div} (mesh={cfg.mesh!r})")
   return algo
+
+
+def _validate_task(task: TaskSpec) -> None:
+  """Raises a ValueError naming the ``task.*`` field of a bad value (or of a path the task does not use)."""
+  if task.kind not in ("synthetic", "jsonl"):
+    raise ValueError(f"task.kind must be 'synthetic' or 'jsonl', got {task.kind!r}")
+  if task.template not in prompts_lib.TEMPLATES:
+    raise ValueError(f"task.template must be one of {prompts_lib.TEMPLATES}, got {task.template!r}")
+  for name in ("num_sft_examples", "num_rl_prompts", "num_eval_problems"):
+    value = getattr(task, name)
+    if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "num_sft_examples" else 1):
+      raise ValueError(f"task.{name} must be an int >= {0 if name == 'num_sft_examples' else 1}, got {value!r}")
+  if task.kind == "synthetic":
+    for name in ("train_path", "eval_path"):
+      if getattr(task, name) is not None:
+        raise ValueError(f"task.{name}={getattr(task, name)!r} does not apply to task.kind='synthetic' (the "
+                         "embedded task generates its problems); set task.kind='jsonl' to train on files")
+    for name in ("sft_difficulty", "rl_difficulty", "eval_difficulty"):
+      try:
+        synthetic.make_dataset(0, 0, tuple(getattr(task, name)))     # validates (lo, hi), generates nothing
+      except (ValueError, TypeError) as e:
+        raise ValueError(f"task.{name}={getattr(task, name)!r}: {e}") from None
+  else:
+    for name in ("train_path", "eval_path"):
+      if not getattr(task, name):
+        raise ValueError(f"task.kind='jsonl' needs task.{name}")
+    if task.eval_split != "test":
+      raise ValueError(f"task.eval_split={task.eval_split!r} applies to the synthetic task only (a jsonl task "
+                       "evaluates task.eval_path)")
+
+
+def inapplicable_keys(cfg: ExperimentConfig) -> list:
+  """Warnings (one line each) for settings the chosen task ignores: the synthetic task's fields and the
+  warm-start with ``task.kind='jsonl'`` (no warm-start data) when they differ from the defaults, and a model
+  created from scratch without a warm-start (it starts at chance)."""
+  out, default = [], TaskSpec()
+  if cfg.task.kind == "jsonl":
+    ignored = [f"task.{n}" for n in ("sft_difficulty", "rl_difficulty", "eval_difficulty", "num_sft_examples",
+                                     "data_seed", "validation_fraction")
+               if _as_tuple(getattr(cfg.task, n)) != _as_tuple(getattr(default, n))]
+    if cfg.sft.steps > 0:
+      ignored.append("sft.*")
+    if ignored:
+      out.append(f"{', '.join(ignored)} do(es) not apply to task.kind='jsonl' (no synthetic problems, no "
+                 "warm-start data) and are ignored")
+  elif cfg.model.init_from is None and cfg.sft.steps == 0:
+    out.append("sft.steps=0: the model created from scratch is not warm-started and answers at chance; RL will "
+               "rarely see a reward")
+  return out
+
+
+def _as_tuple(value):
+  return tuple(value) if isinstance(value, (list, tuple)) else value
 
 
 # Config entries that fix the shapes / structure of the checkpointed train state or of a rollout batch;

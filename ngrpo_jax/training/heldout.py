@@ -6,8 +6,10 @@ import tempfile
 from typing import Optional, Sequence
 
 import jax
+import numpy as np
 
 from ngrpo_jax import evaluation
+from ngrpo_jax import metrics
 from ngrpo_jax import sharding
 from ngrpo_jax.data import prompts as prompts_lib
 from ngrpo_jax.training import config as config_lib
@@ -89,6 +91,46 @@ def summary_gain(before: dict, after: dict) -> dict:
   return gain
 
 
+
+
+def paired_gain(before: dict, after: dict, num_resamples: int = 10000) -> dict:
+  """after − before of pass@1 and pass@N (percentage points) on the same held-out problems, each with a 95%
+  paired-bootstrap interval over problems and a two-sided p-value (``metrics.paired_bootstrap``); {} when
+  the two evaluations do not hold per-problem counts of the same problems and sample count."""
+  ca, cb = before.get("per_problem_correct"), after.get("per_problem_correct")
+  n = before.get("num_samples")
+  if ca is None or cb is None or len(ca) != len(cb) or not ca or n != after.get("num_samples"):
+    return {}
+  out = {}
+  for k in sorted({1, int(n)}):
+    a, b = (100.0 * metrics.pass_at_k(n, np.asarray(c), k) for c in (ca, cb))
+    test = metrics.paired_bootstrap(a, b, key_or_seed=0, num_resamples=num_resamples)
+    out[f"pass@{k}"] = {"difference": test.difference, "ci95": [test.lower, test.upper], "p_value": test.p_value}
+  return out
+
+
+def evaluate_before(r, state) -> dict:
+  """The "before RL" evaluation ``eval_before.json``: of the step-0 (warm-started) policy, done once.
+
+  A resumed run (``state`` past step 0) re-uses it; should it be missing (or hold another policy's
+  evaluation), the step-0 policy is restored from the checkpoint the trainer keeps for it and evaluated.
+
+  Raises:
+    ValueError: neither a step-0 evaluation nor the step-0 checkpoint exists (names both).
+  """
+  path = r.workdir / "eval_before.json"
+  if path.exists():
+    res = json.loads(path.read_text())
+    if (res.get("settings") or {}).get("policy_step") == 0 and "pass_at_k" in res:
+      return res
+  if int(state.step) != 0:
+    if 0 not in r.ckpt.all_steps():
+      raise ValueError(f"the run in {r.workdir} is at RL step {int(state.step)} but has no evaluation of its "
+                       f"step-0 policy ({path} is missing or of another step) and no step-0 checkpoint in "
+                       f"{r.ckpt.directory} to make one: use a new --workdir to measure the before-RL baseline")
+    r.say(f"[eval:before] {path.name} is missing: evaluating the step-0 policy of {r.ckpt.directory}/0")
+    state, _ = r.ckpt.restore(0, state)
+  return evaluate_policy(r, state, "before")
 
 
 def evaluate_policy(r, state, tag: str) -> dict:

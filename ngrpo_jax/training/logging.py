@@ -61,6 +61,20 @@ class MetricsWriter:
       self._stream.write(self.format_line(step, scalars, phase) + "\n")
       self._stream.flush()
 
+  def keep_only(self, rl_step: Optional[int]) -> int:
+    """Rewrites ``metrics.jsonl`` to the rows of a run resumed at RL step ``rl_step`` (:func:`kept_lines`);
+    returns the number of rows dropped. TensorBoard event files are append-only and keep replayed steps."""
+    path = self.workdir / "metrics.jsonl"
+    self._jsonl.close()
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = kept_lines(lines, rl_step)
+    if len(kept) != len(lines):
+      tmp = path.with_suffix(".jsonl.tmp")
+      tmp.write_text("".join(kept), encoding="utf-8")
+      tmp.replace(path)
+    self._jsonl = open(path, "a", encoding="utf-8")
+    return len(lines) - len(kept)
+
   def format_line(self, step, scalars, phase=None) -> str:
     parts = [f"[{phase or self.prefix}] step {int(step):>4d}"]
     known = False
@@ -77,3 +91,27 @@ class MetricsWriter:
     self._jsonl.close()
     if self._tb is not None:
       self._tb.close()
+
+
+def kept_lines(lines, rl_step: Optional[int]) -> list:
+  """The metrics lines a run resumed at RL step ``rl_step`` keeps (None: nothing restored, all dropped).
+
+  Kept: complete JSON lines of the warm-start (any phase but "rl") and RL lines with ``step <= rl_step``;
+  dropped: RL lines of steps after the checkpoint (they are replayed, and logged again), and a half-written
+  last line of a killed run.
+  """
+  if rl_step is None:
+    return []
+  kept = []
+  for line in lines:
+    try:
+      rec = json.loads(line)
+    except json.JSONDecodeError:
+      continue
+    if not line.endswith("\n") or not isinstance(rec, dict):
+      continue
+    if rec.get("phase") == "rl" and int(rec.get("step", 0)) > rl_step:
+      continue
+    kept.append(line)
+  return kept
+

@@ -8,13 +8,16 @@ workdir:
   <workdir>/metrics.jsonl, tb/    per-step metrics (console line too)
   <workdir>/groups.jsonl          per RL step, every drawn group: its problem (index in the RL pool) and its
                                   number of correct responses (``{"step", "problems", "correct"}``)
-  <workdir>/checkpoints/          orbax train states (keep-last-N); a rerun resumes from the latest
-  <workdir>/eval_before.json      held-out evaluation of the warm-started policy (``evaluation.evaluate``'s
-                                  summary: pass@k for every k ≤ N, AUC, bootstrap CIs, per-problem counts)
+  <workdir>/checkpoints/          orbax train states (keep-last-N, and step 0: the warm-started policy); a rerun
+                                  resumes from the newest intact one
+  <workdir>/eval_before.json      held-out evaluation of the warm-started (step-0) policy, made once and kept by
+                                  resumed runs (``evaluation.evaluate``'s summary: pass@k for every k ≤ N, AUC,
+                                  bootstrap CIs, per-problem counts)
   <workdir>/eval_before/          its samples.jsonl, counts.jsonl and plan.json (resumable)
   <workdir>/eval_after.json, eval_after/   the same after RL
-  <workdir>/summary.json          before / after, gains, the time per phase and ``rl_breakdown`` (this
-                                  invocation's RL step time by phase and XLA compilations in / after warm-up)
+  <workdir>/summary.json          before / after, gains (``paired_gain``: paired-bootstrap CIs and p-values), the
+                                  time per phase and ``rl_breakdown`` (this invocation's RL step time by phase
+                                  and XLA compilations in / after warm-up)
   <workdir>/hf_export/            the final policy as a Hugging Face checkpoint (+ tokenizer)
 
 Sharding (``ExperimentConfig.mesh``, e.g. ``"data=2,fsdp=2,tensor=2"``): the train state is placed with
@@ -45,6 +48,7 @@ from ngrpo_jax.training import compile_counter as compile_counter_lib
 from ngrpo_jax.training import config as config_lib
 from ngrpo_jax.training import heldout
 from ngrpo_jax.training import logging as logging_lib
+from ngrpo_jax.training import preemption as preemption_lib
 from ngrpo_jax.training import sft as sft_lib
 from ngrpo_jax.training import state as state_lib
 from ngrpo_jax.training import step as step_lib
@@ -73,8 +77,14 @@ class Run:
   t_start: float = dataclasses.field(default_factory=time.perf_counter)
 
 
-def run(cfg: config_lib.ExperimentConfig, workdir, *, log_stream=None, grade_fn=None) -> dict:
+def run(cfg: config_lib.ExperimentConfig, workdir, *, log_stream=None, grade_fn=None,
+        handle_signals: bool = True) -> dict:
   """Runs (or resumes) the experiment in ``workdir`` and returns the summary dict.
+
+  Preemption (``handle_signals``, ``training.preemption``): a SIGTERM / SIGINT during an RL step lets the step
+  finish, checkpoints it and raises ``preemption.Preempted``; during the warm-start or an evaluation (both
+  redone / resumed by a rerun) it raises at once. A rerun resumes with nothing lost: ``metrics.jsonl`` keeps
+  only the rows of the restored state (one row per RL step), and "before RL" stays the step-0 evaluation.
 
   Args:
     cfg: the experiment config.
@@ -83,13 +93,26 @@ def run(cfg: config_lib.ExperimentConfig, workdir, *, log_stream=None, grade_fn=
     log_stream: console stream (default stdout).
     grade_fn: optional grader ``(golds, responses) -> results`` (``grading.Grader``'s signature; default:
       the SymPy checker in ``cfg.grading_workers`` worker processes).
+    handle_signals: install the SIGTERM / SIGINT handlers (main thread only).
+
+  Raises:
+    preemption.Preempted: stopped by a signal (its ``message()`` is one line; ``exit_code`` = 128 + signal).
+    checkpoint.CheckpointError: no checkpoint in ``workdir`` can be read.
   """
   r = _setup(cfg, pathlib.Path(workdir), log_stream or sys.stdout, grade_fn)
-  state, optimizer, schedule, state_sh = _initial_state(r)
-  before = heldout.evaluate_policy(r, state, "before") if cfg.eval.before else None
-  state, rl_breakdown = _train(r, state, optimizer, schedule, state_sh)
-  after = heldout.evaluate_policy(r, state, "after")
-  return _finish(r, state, before, after, rl_breakdown)
+  with preemption_lib.Guard(enabled=handle_signals) as guard:
+    try:
+      guard.where = "during the set-up or warm-start"
+      state, optimizer, schedule, state_sh = _initial_state(r)
+      guard.where = "during the before-RL evaluation (it resumes per batch)"
+      before = heldout.evaluate_before(r, state)
+      state, rl_breakdown = _train(r, state, optimizer, schedule, state_sh, guard)
+      guard.where = "during the after-RL evaluation (it resumes per batch)"
+      after = heldout.evaluate_policy(r, state, "after")
+      guard.where = "during the export"
+      return _finish(r, state, before, after, rl_breakdown)
+    finally:
+      _close(r)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -101,7 +124,7 @@ def _setup(cfg, workdir: pathlib.Path, stream, grade_fn) -> Run:
   workdir.mkdir(parents=True, exist_ok=True)
   algo = config_lib.validate_config(cfg)
   config_dict = {**config_lib.to_dict(cfg), "train_state": config_lib.state_structure(algo)}
-  ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints", keep=cfg.keep_checkpoints)
+  ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints", keep=cfg.keep_checkpoints, keep_steps=(0,))
   saved = ckpt.latest_metadata()
   if saved is not None:
     config_lib.check_resume_compatible(saved.get("config") or {}, config_dict,
@@ -157,8 +180,11 @@ def _initial_state(r: Run):
                                                      controllers=algo.initial_controllers())
   template = make(r.init_params)
   state_sh = None if r.mesh is None else sharding.train_state_shardings(r.model_config, template, r.mesh)
-  state, meta = r.ckpt.restore_latest(template, shardings=state_sh)
+  state, meta = r.ckpt.restore_latest(template, shardings=state_sh, log=r.say)
   del template
+  # metrics.jsonl holds exactly the rows of the state the run continues from: RL rows up to its step (rows of
+  # steps replayed after an interruption are dropped), nothing when the warm-start is redone.
+  r.writer.keep_only(None if state is None else int(state.step))
   if state is not None:
     done = int(state.step)
     if done >= cfg.rl_steps and (r.workdir / "eval_after.json").exists():
@@ -189,7 +215,7 @@ def _initial_state(r: Run):
 # RL: one `step.rl_step` per iteration, with timing, compile counts, metrics and checkpoints around it.
 
 
-def _train(r: Run, state, optimizer, schedule, state_sh):
+def _train(r: Run, state, optimizer, schedule, state_sh, guard: preemption_lib.Guard):
   cfg, algo = r.cfg, r.cfg.algorithm
   train_step = update_lib.make_train_step(r.model_config, algo, cfg.learner, optimizer, schedule, mesh=r.mesh,
                                           state_shardings=state_sh)
@@ -207,28 +233,35 @@ def _train(r: Run, state, optimizer, schedule, state_sh):
   # Draws (sampler calls) of the last steps: the next step samples min(recent) draws before the previous
   # draw's grades are in (speed only, never results); a wasted draw costs a sampler call.
   recent_draws = collections.deque(maxlen=4)
-  with compile_counter_lib.CompileCounter() as compiles:
-    while int(state.step) < cfg.rl_steps:
-      if cfg.time_budget_s is not None and time.perf_counter() - r.t_start > cfg.time_budget_s:
-        r.say(f"[rl] time budget {cfg.time_budget_s}s reached at step {int(state.step)}; stopping RL early")
-        break
-      c0, t0, step = compiles.count, time.perf_counter(), int(state.step)
-      if groups_log is not None:
-        groups_log.step = step + 1
-      state, m = step_lib.rl_step(state, parts, lookahead=min(recent_draws, default=1))
-      recent_draws.append(int(m["sampling/draws"]))
-      m.update({"time/step": time.perf_counter() - t0, "compiles/step": compiles.count - c0,
-                "compiles/seconds": sum(sec for _, sec in compiles.events[c0:])})
-      m.update(steps_breakdown.add(m, m["compiles/step"], m["compiles/seconds"], compiles.names(c0)))
-      for k in PHASES:
-        phase_time[f"rl_{k}"] += m.get(f"time/{k}", 0.0)
-      r.writer.write(step + 1, m, phase="rl")
-      if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.rl_steps:
-        r.timings.update(phase_time, rl=rl_time + time.perf_counter() - t_rl)
-        r.ckpt.save(state, r.config_dict, extra={"timings": r.timings})
+  # A SIGTERM / SIGINT during RL lets the step in progress finish; it is then checkpointed and the run stops.
+  try:
+    with compile_counter_lib.CompileCounter() as compiles, guard.deferred():
+      while int(state.step) < cfg.rl_steps:
+        if cfg.time_budget_s is not None and time.perf_counter() - r.t_start > cfg.time_budget_s:
+          r.say(f"[rl] time budget {cfg.time_budget_s}s reached at step {int(state.step)}; stopping RL early")
+          break
+        c0, t0, step = compiles.count, time.perf_counter(), int(state.step)
+        if groups_log is not None:
+          groups_log.step = step + 1
+        state, m = step_lib.rl_step(state, parts, lookahead=min(recent_draws, default=1))
+        recent_draws.append(int(m["sampling/draws"]))
+        m.update({"time/step": time.perf_counter() - t0, "compiles/step": compiles.count - c0,
+                  "compiles/seconds": sum(sec for _, sec in compiles.events[c0:])})
+        m.update(steps_breakdown.add(m, m["compiles/step"], m["compiles/seconds"], compiles.names(c0)))
+        for k in PHASES:
+          phase_time[f"rl_{k}"] += m.get(f"time/{k}", 0.0)
+        r.writer.write(step + 1, m, phase="rl")
+        stop = guard.stop_requested()
+        if stop or (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.rl_steps:
+          r.timings.update(phase_time, rl=rl_time + time.perf_counter() - t_rl)
+          r.ckpt.save(state, r.config_dict, extra={"timings": r.timings})
+        if stop:
+          raise preemption_lib.Preempted(guard.signum, f"after RL step {step + 1} of {cfg.rl_steps}",
+                                         saved=f"{r.ckpt.directory}/{step + 1}")
+  finally:
+    if groups_log is not None:
+      groups_log.close()
   r.timings.update(phase_time, rl=rl_time + time.perf_counter() - t_rl)
-  if groups_log is not None:
-    groups_log.close()
   rl_breakdown = steps_breakdown.summary()
   if steps_breakdown.steps:
     r.say(breakdown_lib.format_summary(rl_breakdown))
@@ -300,6 +333,7 @@ def _finish(r: Run, state, before: dict, after: dict, rl_breakdown: dict) -> dic
       "before": None if before is None else {k: v for k, v in before.items() if k not in drop},
       "after": {k: v for k, v in after.items() if k not in drop},
       "gain": None if before is None else heldout.summary_gain(before, after),
+      "paired_gain": None if before is None else heldout.paired_gain(before, after),   # 95% paired bootstrap
       "timings_s": {**r.timings, "total_this_invocation": time.perf_counter() - r.t_start},
       "rl_breakdown": rl_breakdown,
   }
@@ -311,11 +345,15 @@ def _finish(r: Run, state, before: dict, after: dict, rl_breakdown: dict) -> dic
         f"{_arrow(b['pass_at_k'].get(str(n)), after['pass_at_k'][str(n)])}; never-solved "
         f"{_arrow(b.get('never_solved_share'), after['never_solved_share'])}; times "
         + ", ".join(f"{k} {v:.0f}s" for k, v in summary["timings_s"].items()))
+  return summary
+
+
+def _close(r: Run) -> None:
+  """Closes the run's metrics writer, checkpointer and grading workers (also when it stops on an error)."""
   r.writer.close()
   r.ckpt.close()
   if r.pool is not None:
     r.pool.close()
-  return summary
 
 
 def _arrow(before, after) -> str:
@@ -327,6 +365,9 @@ class _NullWriter:
 
   def write(self, *args, **kwargs):
     del args, kwargs
+
+  def keep_only(self, rl_step):
+    del rl_step
 
   def close(self):
     pass

@@ -39,8 +39,8 @@ class SFTConfig:
   unroll_layers: bool = False
 
   def __post_init__(self):
-    if not isinstance(self.steps, int) or self.steps < 0:
-      raise ValueError(f"sft.steps must be an int >= 0 (0: no warm-start), got {self.steps!r}")
+    if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 0:
+      raise ValueError(f"steps must be an int >= 0 (0: no warm-start), got {self.steps!r}")
     for f in ("batch_size", "max_len"):
       if getattr(self, f) < 1:
         raise ValueError(f"sft.{f} must be >= 1, got {getattr(self, f)}")
