@@ -105,7 +105,7 @@ def run(cfg: config_lib.ExperimentConfig, workdir, *, log_stream=None, grade_fn=
       guard.where = "during the set-up or warm-start"
       state, optimizer, schedule, state_sh = _initial_state(r)
       guard.where = "during the before-RL evaluation (it resumes per batch)"
-      before = heldout.evaluate_before(r, state)
+      before = heldout.evaluate_before(r, state) if cfg.eval.before else None
       state, rl_breakdown = _train(r, state, optimizer, schedule, state_sh, guard)
       guard.where = "during the after-RL evaluation (it resumes per batch)"
       after = heldout.evaluate_policy(r, state, "after")
