@@ -121,6 +121,7 @@ def test_a_second_signal_abandons_the_step_at_once():
       os.kill(os.getpid(), signal.SIGINT)
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_sigterm_to_the_binary_exits_with_one_line_and_the_rerun_logs_each_step_once(tmp_path):
   workdir = tmp_path / "run"

@@ -225,6 +225,7 @@ def _run_method(workdir, warm, switches, *extra):
   return rl
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_new_methods_compose_from_the_command_line(tmp_path, warm_policy):
   """GDPO (reward components from the rollout) + GSPO + Skywork's adaptive entropy bonus + KL in the reward +
