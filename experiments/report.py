@@ -322,27 +322,41 @@ def markdown_table(dataset: str, evals: Sequence[Evaluation], ks: Sequence[int],
 
 
 def paired_comparisons(evals: Sequence[Evaluation], num_resamples: int = 10000) -> list:
-  """Markdown lines: for every pair of rows with per-problem counts of the same problems, the difference of
-  pass@1 and pass@N (percentage points, later row − earlier row) with its 95% paired-bootstrap interval over
-  problems and two-sided p-value (``metrics.paired_bootstrap``). Empty when fewer than two rows qualify."""
+  """Markdown lines: for every pair of methods with per-problem counts of the same problems, the difference of
+  pass@1 and pass@N (percentage points, later method − earlier method) with its 95% paired-bootstrap interval
+  and two-sided p-value (``metrics.paired_bootstrap``). Several inputs with the same label are seeds of one
+  method: two methods with the same number of seeds are paired seed by seed in input order (a two-way bootstrap
+  over problems × seeds); with different numbers of seeds the pair is named and not tested. Empty when fewer
+  than two methods qualify."""
   from ngrpo_jax import metrics  # pylint: disable=g-import-not-at-top
   rows = [e for e in evals if e.summary.get("per_problem_correct") and e.summary.get("num_samples")]
   rows = [e for e in rows if len(e.summary["per_problem_correct"]) == len(rows[0].summary["per_problem_correct"])
           and e.summary["num_samples"] == rows[0].summary["num_samples"]]
-  if len(rows) < 2:
+  methods = list(dict.fromkeys(e.method for e in rows))
+  if len(methods) < 2:
     return []
   n = int(rows[0].summary["num_samples"])
-  per_k = {k: [100.0 * metrics.pass_at_k(n, np.asarray(e.summary["per_problem_correct"]), k) for e in rows]
-           for k in sorted({1, n})}
+  seeds = {m: [e for e in rows if e.method == m] for m in methods}
+
+  def values(m, k):
+    v = [100.0 * metrics.pass_at_k(n, np.asarray(e.summary["per_problem_correct"]), k) for e in seeds[m]]
+    return np.stack(v) if len(v) > 1 else v[0]
+
   lines = ["", f"Paired comparisons over the same {len(rows[0].summary['per_problem_correct'])} problems "
-           "(difference in points, 95% paired-bootstrap interval over problems, two-sided p):", ""]
-  for i in range(len(rows)):
-    for j in range(i + 1, len(rows)):
+           "(difference in points, 95% paired-bootstrap interval over problems — and over seeds where a method "
+           "has several inputs, paired in input order — two-sided p):", ""]
+  for i in range(len(methods)):
+    for j in range(i + 1, len(methods)):
+      a, b = methods[i], methods[j]
+      if len(seeds[a]) != len(seeds[b]):
+        lines.append(f"- {b} − {a}: not tested ({len(seeds[b])} vs {len(seeds[a])} seeds cannot be paired)")
+        continue
       cells = []
-      for k, values in per_k.items():
-        t = metrics.paired_bootstrap(values[i], values[j], key_or_seed=0, num_resamples=num_resamples)
+      for k in sorted({1, n}):
+        t = metrics.paired_bootstrap(values(a, k), values(b, k), key_or_seed=0, num_resamples=num_resamples)
         cells.append(f"pass@{k} {t.difference:+.2f} [{t.lower:+.2f}, {t.upper:+.2f}], p = {t.p_value:.3g}")
-      lines.append(f"- {rows[j].method} − {rows[i].method}: " + "; ".join(cells))
+      tag = f" ({len(seeds[a])} seeds)" if len(seeds[a]) > 1 else ""
+      lines.append(f"- {b} − {a}{tag}: " + "; ".join(cells))
   return lines
 
 

@@ -220,3 +220,18 @@ def test_evaluations_with_different_settings_are_never_compared(tmp_path):
   assert "Settings differ between rows, so no value is bold" in md and "temperature 0.6 (vs 1.0)" in md
   assert "**" not in md.replace("**Settings", "").replace(".**", "")
   del a
+
+
+def test_paired_comparison_pairs_seeds_of_a_method_in_input_order():
+  """Inputs with the same label are seeds: A's seeds solve c and B's c + 1 of 4 samples on every problem, so
+  the seed-paired pass@1 difference is exactly +25 points; with unequal seed counts the pair is not tested."""
+  rng = np.random.default_rng(0)
+  counts = [rng.integers(0, 4, size=6) for _ in range(2)]
+  ev = lambda m, c: report.Evaluation(m, "d", {"per_problem_correct": [int(x) for x in c], "num_samples": 4},
+                                      pathlib.Path("."))
+  rows = [ev("A", counts[0]), ev("A", counts[1]), ev("B", counts[0] + 1), ev("B", counts[1] + 1)]
+  lines = report.paired_comparisons(rows, num_resamples=200)
+  line = [l for l in lines if l.startswith("- B − A")][0]
+  assert "(2 seeds)" in line and "pass@1 +25.00 [+25.00, +25.00]" in line
+  lines = report.paired_comparisons(rows[:3], num_resamples=200)
+  assert any("not tested (1 vs 2 seeds" in l for l in lines)
