@@ -32,18 +32,18 @@ def load_results(study, workdir) -> dict:
   "runs": {arm: {seed: result}}}``."""
   from experiments import study_runner as study_lib  # pylint: disable=g-import-not-at-top
   workdir = pathlib.Path(workdir)
-  out = {"base": study_lib._read_result(study_lib.warm_start_dir(workdir)), "tuning": {}, "runs": {},
-         "tuning_base": study_lib._read_result(study_lib.tune_base_dir(workdir))}
+  out = {"base": study_lib.read_result(study_lib.warm_start_dir(workdir)), "tuning": {}, "runs": {},
+         "tuning_base": study_lib.read_result(study_lib.tune_base_dir(workdir))}
   for arm in study.arms:
     if study.tuning is not None and arm.learning_rates:
       scores = {}
       for lr in arm.learning_rates:
-        r = study_lib._read_result(study_lib.tune_dir(workdir, arm.name, lr))
+        r = study_lib.read_result(study_lib.tune_dir(workdir, arm.name, lr))
         if r is not None:
           scores[lr] = (study.tuning.score(r), r["eval"]["auc"], r["eval"]["pass_at_k"]["1"])
       out["tuning"][arm.name] = scores
-    for seed in study.seeds:
-      r = study_lib._read_result(study_lib.run_dir(workdir, arm.name, seed))
+    for seed in study.seeds_of(arm):
+      r = study_lib.read_result(study_lib.run_dir(workdir, arm.name, seed))
       if r is not None:
         out["runs"].setdefault(arm.name, {})[seed] = r
   return out
@@ -401,7 +401,7 @@ def compute_cost(study, workdir) -> dict:
   from experiments import study_runner as study_lib  # pylint: disable=g-import-not-at-top
   total = {}
   for r in study_lib.plan(study, workdir):
-    res = study_lib._read_result(r.directory)
+    res = study_lib.read_result(r.directory)
     if res is not None:
       total.setdefault(r.kind, [0.0, 0])
       total[r.kind][0] += res["seconds"].get("this_invocation", 0.0)
@@ -506,11 +506,17 @@ def _base_rate_on_first_wrong(res, name) -> float:
   return float(np.mean(vals)) if vals else float("nan")
 
 
+def _seed_exceptions(study) -> str:
+  """" (arms with other seeds: name [seeds], ...)" or ""."""
+  other = [f"{a.name} {list(study.seeds_of(a))}" for a in study.arms if study.seeds_of(a) != tuple(study.seeds)]
+  return f" (except {', '.join(other)})" if other else ""
+
+
 def _markdown(study, res, table, verdicts, reg, cost, figures, study_spec) -> str:
   lines = [f"# Study `{study.name}`", "", study.description, "",
            f"Command: `python -m experiments.study --study={study_spec} --workdir=<dir>` (this report: "
-           f"`--report_only`). Seeds: {list(study.seeds)}; arms: {len(study.arms)}; finished runs: "
-           f"{sum(len(v) for v in res['runs'].values())} of {len(study.arms) * len(study.seeds)}.", ""]
+           f"`--report_only`). Seeds: {list(study.seeds)}{_seed_exceptions(study)}; arms: {len(study.arms)}; "
+           f"finished runs: {sum(len(v) for v in res['runs'].values())} of {study.num_runs}.", ""]
   n = _max_k(res)
   ks = powers_of_two(n)
   lines += ["## Verdicts", "", "| claim | statement | verdict |", "|---|---|---|"]

@@ -33,12 +33,15 @@ class Arm:
       algorithm's own ``learning_rate``.
     lr_from: take the learning rate tuned for that arm (ablations share their parent's, as in the paper).
     group: the table the arm belongs to (``"table1"``, ``"zhu"``, ``"table2"``, ``"table3"``).
+    seeds: this arm's RL seeds when they differ from the study's (e.g. more seeds for the headline rows);
+      None: ``Study.seeds``.
   """
   name: str
   algorithm: object
   learning_rates: tuple = ()
   lr_from: Optional[str] = None
   group: str = "table1"
+  seeds: Optional[tuple] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +91,15 @@ class Study:
       if a.name == name:
         return a
     raise KeyError(f"study {self.name!r} has no arm {name!r}; arms: {[a.name for a in self.arms]}")
+
+  def seeds_of(self, arm: Arm) -> tuple:
+    """The RL seeds of ``arm``: its own ``seeds`` if set, else the study's."""
+    return tuple(arm.seeds) if arm.seeds is not None else tuple(self.seeds)
+
+  @property
+  def num_runs(self) -> int:
+    """Main runs of the study (arms × their seeds; tuning and the warm-start not counted)."""
+    return sum(len(self.seeds_of(a)) for a in self.arms)
 
 
 def load_study(spec: str) -> Study:
@@ -169,7 +181,7 @@ def tuned_learning_rate(study: Study, workdir, arm: Arm) -> Optional[float]:
     return float(arm.algorithm.learning_rate)
   scores = {}
   for lr in arm.learning_rates:
-    result = _read_result(tune_dir(workdir, arm.name, lr))
+    result = read_result(tune_dir(workdir, arm.name, lr))
     if result is None:
       return None
     scores[lr] = study.tuning.score(result)
@@ -213,7 +225,7 @@ def plan(study: Study, workdir, only: Optional[Sequence[str]] = None) -> list:
                                if warm_done else None))
   for arm in arms:
     lr = tuned_learning_rate(study, workdir, arm) if warm_done else None
-    for seed in study.seeds:
+    for seed in study.seeds_of(arm):
       runs.append(PlannedRun("main", run_dir(workdir, arm.name, seed), arm=arm.name, seed=seed, learning_rate=lr,
                              config=None if lr is None else arm_config(study, workdir, arm, seed=seed,
                                                                        learning_rate=lr, tuning=False),
@@ -375,6 +387,7 @@ def pool_solve_rates(cfg, directory, num_samples: int) -> Optional[dict]:
   return {"num_samples": num_samples, "correct": result.summary["per_problem_correct"]}
 
 
-def _read_result(directory) -> Optional[dict]:
+def read_result(directory) -> Optional[dict]:
+  """A finished run's ``result.json`` as a dict; None while the run has not finished."""
   path = pathlib.Path(directory) / "result.json"
   return json.loads(path.read_text()) if path.exists() else None

@@ -191,6 +191,21 @@ def test_plan_waits_for_dependencies_and_skips_finished_runs(tmp_path):
   assert sum(not r.done for r in study_lib.plan(study, tmp_path)) == 4         # 3 main runs + the base reference
 
 
+def test_an_arm_with_its_own_seeds_is_planned_loaded_and_counted_with_them(tmp_path):
+  study = _tiny_study(tuning=False)
+  study = dataclasses.replace(study, arms=(study.arms[0], dataclasses.replace(study.arms[1], seeds=(0, 1, 2, 3))))
+  assert study.seeds_of(study.arm("grpo")) == (0, 1) and study.seeds_of(study.arm("ngrpo")) == (0, 1, 2, 3)
+  assert study.num_runs == 6
+  _write(tmp_path / "warm_start", _result(50, kind="warm_start"))
+  mains = [r for r in study_lib.plan(study, tmp_path) if r.kind == "main"]
+  assert [(r.arm, r.seed) for r in mains] == [("grpo", 0), ("grpo", 1)] + [("ngrpo", s) for s in range(4)]
+  for r in mains:
+    _write(r.directory, _result(50))
+  res = study_report.load_results(study, tmp_path)
+  assert sorted(res["runs"]["ngrpo"]) == [0, 1, 2, 3] and sorted(res["runs"]["grpo"]) == [0, 1]
+  assert "(except ngrpo [0, 1, 2, 3])" in study_report._seed_exceptions(study)
+
+
 def test_load_study_errors_name_the_problem(tmp_path):
   with pytest.raises(ValueError, match="is not a file"):
     study_lib.load_study(str(tmp_path / "nope.py"))
