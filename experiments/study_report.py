@@ -342,11 +342,11 @@ def write_report(study, workdir, out_dir, study_spec: str = "") -> dict:
   out_dir = pathlib.Path(out_dir)
   (out_dir / "runs").mkdir(parents=True, exist_ok=True)
   res = load_results(study, workdir)
-  for arm, runs in res["runs"].items():
-    for seed, r in runs.items():
-      (out_dir / "runs" / f"{arm}_s{seed}.json").write_text(json.dumps(_slim(r), sort_keys=True))
-  if res["base"] is not None:
-    (out_dir / "runs" / "base.json").write_text(json.dumps(_slim(res["base"]), sort_keys=True))
+  from experiments import study_runner as study_lib  # pylint: disable=g-import-not-at-top
+  for r in study_lib.plan(study, workdir):   # every finished run, verbatim: the study can resume from these
+    result = study_lib.read_result(r.directory)
+    if result is not None:
+      (out_dir / "runs" / study_lib.result_file_name(r)).write_text(json.dumps(result, sort_keys=True))
   table = arm_table(study, res)
   verdicts = claims(res)
   reg = regime(res, workdir, study.base.rollout.group_size)
@@ -364,11 +364,6 @@ def write_report(study, workdir, out_dir, study_spec: str = "") -> dict:
   figures = write_figures(study, res, reg, out_dir)
   (out_dir / "report.md").write_text(_markdown(study, res, table, verdicts, reg, cost, figures, study_spec))
   return summary
-
-
-def _slim(r: dict) -> dict:
-  """A run's result without what the report does not need (the samples stay in the run directory)."""
-  return {k: v for k, v in r.items() if k != "algorithm"} | {"algorithm_name": r.get("algorithm", {}).get("name")}
 
 
 def arm_table(study, res) -> dict:

@@ -387,6 +387,46 @@ def pool_solve_rates(cfg, directory, num_samples: int) -> Optional[dict]:
   return {"num_samples": num_samples, "correct": result.summary["per_problem_correct"]}
 
 
+def result_file_name(run: PlannedRun) -> str:
+  """The name of a run's committed copy in a results directory's ``runs/`` (see :func:`restore_results`)."""
+  if run.kind == "warm_start":
+    return "base.json"
+  if run.kind == "tune":
+    return "tune_base.json" if run.arm == "base" else f"tune_{run.arm}_lr{run.learning_rate:g}.json"
+  return f"{run.arm}_s{run.seed}.json"
+
+
+def restore_results(study: Study, workdir, results_dir) -> list:
+  """Copies committed per-run results (``<results_dir>/runs/*.json``, written by the report) into ``workdir``
+  as the ``result.json`` of every unfinished tuning and main run that has one, so a study resumes on a machine
+  that lost its working directory (a new session, a preempted VM). The warm-start is not restored: later runs
+  need its checkpoint, so it is re-run (it is deterministic for a data seed); compare its evaluation with the
+  committed ``base.json`` (:func:`warm_start_matches`). Returns the labels of the restored runs."""
+  src = pathlib.Path(results_dir) / "runs"
+  restored = []
+  for r in plan(study, workdir):
+    f = src / result_file_name(r)
+    if r.kind == "warm_start" or r.done or not f.exists():
+      continue
+    result = json.loads(f.read_text())
+    if "seconds" not in result or "eval" not in result:
+      raise ValueError(f"{f} is not a run result written by the study report (no 'eval' / 'seconds')")
+    r.directory.mkdir(parents=True, exist_ok=True)
+    (r.directory / "result.json").write_text(json.dumps(result, sort_keys=True))
+    restored.append(r.label)
+  return restored
+
+
+def warm_start_matches(workdir, results_dir) -> Optional[bool]:
+  """Whether this workdir's warm-start evaluation equals the committed one (None if either is missing): the
+  restored runs started from the committed warm-start, new runs start from this one."""
+  committed = pathlib.Path(results_dir) / "runs" / "base.json"
+  here = read_result(warm_start_dir(workdir))
+  if here is None or not committed.exists():
+    return None
+  return json.loads(committed.read_text())["eval"] == here["eval"]
+
+
 def read_result(directory) -> Optional[dict]:
   """A finished run's ``result.json`` as a dict; None while the run has not finished."""
   path = pathlib.Path(directory) / "result.json"

@@ -272,3 +272,32 @@ def test_tuning_criterion_chooses_by_pass_at_1_or_auc(tmp_path):
   assert study_lib.tuned_learning_rate(by_pass1, tmp_path, by_pass1.arm("grpo")) == 3e-3
   with pytest.raises(ValueError, match="criterion"):
     study_lib.Tuning(rl_steps=1, num_problems=1, num_samples=1, criterion="reward")
+
+
+def test_committed_results_restore_a_lost_workdir(tmp_path):
+  """The report writes every finished run verbatim; --restore_from turns them back into finished runs."""
+  study = _tiny_study()
+  a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "results"
+  _write(a / "warm_start", _result(50, kind="warm_start"))
+  _write(study_lib.tune_base_dir(a), _result(30, kind="tune"))
+  _write(study_lib.tune_dir(a, "grpo", 1e-3), _result(40, kind="tune"))
+  _write(study_lib.tune_dir(a, "grpo", 3e-3), _result(45, kind="tune"))
+  for arm, seed in (("grpo", 0), ("grpo", 1), ("ngrpo", 0)):
+    _write(study_lib.run_dir(a, arm, seed), _result(50 + seed))
+  study_report.write_report(study, a, out)
+  names = sorted(p.name for p in (out / "runs").iterdir())
+  assert names == ["base.json", "grpo_s0.json", "grpo_s1.json", "ngrpo_s0.json", "tune_base.json",
+                   "tune_grpo_lr0.001.json", "tune_grpo_lr0.003.json"]
+  restored = study_lib.restore_results(study, b, out)
+  assert len(restored) == 6 and not (b / "warm_start" / "result.json").exists()   # the warm-start re-runs
+  _write(b / "warm_start", _result(50, kind="warm_start"))
+  assert study_lib.warm_start_matches(b, out) is True
+  assert [r.done for r in study_lib.plan(study, b)] == [r.done for r in study_lib.plan(study, a)]
+  assert study_lib.tuned_learning_rate(study, b, study.arm("ngrpo")) == 3e-3
+  assert study_report.load_results(study, b) == study_report.load_results(study, a)
+  assert study_lib.restore_results(study, b, out) == []                           # nothing left to restore
+  _write(b / "warm_start", _result(51, kind="warm_start"))
+  assert study_lib.warm_start_matches(b, out) is False
+  (out / "runs" / "ngrpo_s1.json").write_text("{}")
+  with pytest.raises(ValueError, match="not a run result"):
+    study_lib.restore_results(study, b, out)
