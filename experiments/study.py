@@ -36,10 +36,7 @@ from absl import logging
 _STUDY = flags.DEFINE_string("study", None, "Study file[:arg], e.g. experiments/studies/ngrpo_replication.py:reduced.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory of the study (runs, checkpoints, results).")
 _PARALLEL = flags.DEFINE_integer("parallel", 2, "Runs at a time (each a separate process).")
-_REPORT_RESTORE_FROM = flags.DEFINE_string(
-    "restore_from", None, "A results directory of the same study (e.g. docs/replication/full): its committed "
-    "per-run results count as finished runs here, so the study resumes on a machine that lost its workdir.")
-_ONLY = flags.DEFINE_bool("report_only", False, "Only write the report from the finished runs.")
+_REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only write the report from the finished runs.")
 _RESULTS = flags.DEFINE_string("results", None, "Where the report goes (default <workdir>/results).")
 _COMPARE_TO = flags.DEFINE_string("compare_to", None, "A committed results directory of the same study: "
                                   "check that this run's numbers fall within its confidence intervals.")

@@ -301,3 +301,10 @@ def test_committed_results_restore_a_lost_workdir(tmp_path):
   (out / "runs" / "ngrpo_s1.json").write_text("{}")
   with pytest.raises(ValueError, match="not a run result"):
     study_lib.restore_results(study, b, out)
+
+
+def test_study_binary_defines_its_flags_once_and_names_a_missing_one():
+  root = pathlib.Path(__file__).resolve().parent.parent
+  out = subprocess.run([sys.executable, "-m", "experiments.study", "--restore_from=x"], capture_output=True,
+                       text=True, timeout=120, cwd=root)
+  assert out.returncode == 2 and "--study and --workdir are required" in out.stderr, out.stderr[-2000:]
