@@ -5,7 +5,10 @@
         [--disagreements PATH]
 
 ``--cases corpus`` is shorthand for the generated corpus ``benchmarks/data/checker_corpus.jsonl.gz`` (see
-``benchmarks/make_checker_corpus.py``); ``--split`` keeps one side of its split. ``--background_load N`` runs
+``benchmarks/make_checker_corpus.py``); ``--split`` keeps one side of its split. ``--cases heldout_v2`` is the
+fresh held-out corpus ``benchmarks/data/checker_heldout_v2.jsonl.gz`` (``benchmarks/make_checker_heldout_v2.py``:
+held-out golds only, new rewrite families; measured once before and once after the checker changes, never
+used for tuning). ``--background_load N`` runs
 N busy-looping processes during the measurement (the load of a real RL step on the same cores).
 
 Reports accuracy overall and per kind, false positives / negatives, timeouts, median / p99 latency per
@@ -31,11 +34,14 @@ from ngrpo_jax import grading  # pylint: disable=wrong-import-position
 
 
 _CORPUS = _REPO_ROOT / "benchmarks" / "data" / "checker_corpus.jsonl.gz"
+_HELDOUT_V2 = _REPO_ROOT / "benchmarks" / "data" / "checker_heldout_v2.jsonl.gz"
+_NAMED = {"corpus": _CORPUS, "heldout_v2": _HELDOUT_V2}
 
 
 def load_cases(path, split=""):
-  """Cases of a JSONL / JSONL.gz file (``"corpus"`` = the generated corpus), optionally one split only."""
-  path = _CORPUS if path == "corpus" else pathlib.Path(path)
+  """Cases of a JSONL / JSONL.gz file, optionally one split only. Named files: ``"corpus"`` (the generated
+  corpus, tune + held-out) and ``"heldout_v2"`` (the fresh held-out corpus, ``make_checker_heldout_v2.py``)."""
+  path = _NAMED[path] if path in _NAMED else pathlib.Path(path)
   opener = gzip.open if str(path).endswith(".gz") else open
   with opener(path, "rt", encoding="utf-8") as f:
     cases = [json.loads(line) for line in f if line.strip()]
@@ -171,7 +177,7 @@ def run_math_verify(cases, num_workers, timeout):
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--cases", default=str(_REPO_ROOT.parent / "shared" / "checker_cases_public.jsonl"),
-                      help='a JSONL(.gz) case file, or "corpus" for the generated corpus')
+                      help='a JSONL(.gz) case file, "corpus" (generated corpus) or "heldout_v2" (fresh held-out corpus)')
   parser.add_argument("--split", default="", help="keep only cases of this split (tune / heldout)")
   parser.add_argument("--background_load", type=int, default=0, help="busy processes running meanwhile")
   parser.add_argument("--backend", default="sympy", help="grading backend for our checker (sympy / math_verify)")
