@@ -32,6 +32,8 @@ New families (labelled by construction, value-preserving → ``True``, value-cha
   box or inside its final ``$`` (→ ``False``), box with inner spaces.
 
 Output: gzip JSONL ``{id, gold, pred, equivalent, kind, transform, split: "heldout_v2", source}``.
+``--side tune`` writes the same families for the tune-side golds (``split: "tune_v2"``): the cases to develop
+against, so that the held-out v2 file stays unseen.
 """
 import argparse
 import fractions
@@ -353,6 +355,9 @@ def main(argv=None):
   parser.add_argument("--data_dir", default=str(_REPO_ROOT.parent / "shared" / "data"))
   parser.add_argument("--out", default=str(_REPO_ROOT / "benchmarks" / "data" / "checker_heldout_v2.jsonl.gz"))
   parser.add_argument("--seed", type=int, default=2)
+  parser.add_argument("--side", default="heldout", choices=("heldout", "tune"),
+                      help="golds to use: the held-out ones (the committed v2 corpus) or the tune-side ones (the "
+                           "same families on tune golds, for development; not committed)")
   args = parser.parse_args(argv)
   golds = {}
   for directory, source in v1._SETS:  # pylint: disable=protected-access
@@ -362,19 +367,19 @@ def main(argv=None):
         golds.setdefault(answer, source)
   rows, kinds = [], {}
   for gold in sorted(golds):
-    if v1.split_of(gold) != "heldout" or v1.classify(gold)[0] in ("malformed", "other"):
+    if v1.split_of(gold) != args.side or v1.classify(gold)[0] in ("malformed", "other"):
       continue
     rng = random.Random(f"v2:{args.seed}:{gold}")
     for pred, label, kind, transform in cases_for_gold(gold, rng):
       rows.append({"id": len(rows), "gold": gold, "pred": pred, "equivalent": label, "kind": kind,
-                   "transform": transform, "split": "heldout_v2", "source": golds[gold]})
+                   "transform": transform, "split": f"{args.side}_v2", "source": golds[gold]})
     kinds[v1.classify(gold)[0]] = kinds.get(v1.classify(gold)[0], 0) + 1
   out = pathlib.Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)
   with open(out, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as f:
     for row in rows:
       f.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
-  print(f"{sum(kinds.values())} held-out golds {kinds}")
+  print(f"{sum(kinds.values())} {args.side} golds {kinds}")
   print(f"wrote {len(rows)} cases ({sum(r['equivalent'] for r in rows)} equivalent) to {out}")
 
 
