@@ -16,7 +16,7 @@ for anything else (the caller then uses ``latex2sympy2_extended``)::
              | ("\\frac"|"\\dfrac"|"\\tfrac") "{" expr "}" "{" expr "}" | "\\sqrt" "{" expr "}"
 
 Letters are single Latin letters, lower-cased (as ``latex2sympy2_extended`` with ``lowercase_symbols``);
-``e`` and ``i`` decline (Euler's number / imaginary unit in the other parser). Policy: **decline whenever the
+runs of three or more letters (words) and ``d`` before a letter (a differential) decline; ``e`` and ``i`` decline (Euler's number / imaginary unit in the other parser). Policy: **decline whenever the
 other parser could read the text differently**, so the fast path never changes a verdict, only its cost.
 Implicit multiplication declines when
 
@@ -41,6 +41,9 @@ MAX_EXPONENT = 1000
 
 _TOKEN = re.compile(r"\s+|\\(?:left|right)\s*[()]|\\[A-Za-z]+|\\[,;:! ]|\d+|[A-Za-z]|[-+*/^(){}]|.", re.DOTALL)
 _SPACE_COMMANDS = {"\\,", "\\;", "\\:", "\\!", "\\ ", "\\quad", "\\qquad"}
+# Words (``Monday``, ``odd``) and ``d`` before a letter (``dx``, a differential): the full parser reads them
+# specially, so they decline.
+_WORDISH = re.compile(r"[A-Za-z]{3,}|[dD][A-Za-z]")
 _FRAC = {"\\frac", "\\dfrac", "\\tfrac"}
 _TIMES = {"\\cdot", "\\times", "*"}
 _OPEN = {"(", "\\left("}
@@ -182,8 +185,11 @@ class _Parser:
         raise _Decline()
       return inner, "group"
     if tok == "{":
+      before = self.toks[self.pos - 2] if self.pos >= 2 else None
       inner = self.expr()
       self.take("}")
+      if before in _OPEN and self.peek() in _CLOSE:
+        raise _Decline()  # ({H}): the full parser reads a set in brackets
       return inner, "group"
     if tok in _FRAC:
       self.take("{")
@@ -224,12 +230,19 @@ def _has_binary_sign(group) -> bool:
   return False
 
 
-def parse_fast(text: str) -> Optional[sympy.Expr]:
-  """SymPy expression of ``text`` if it is inside the grammar of the module docstring, else ``None``."""
+def parse_fast(text: str) -> Optional[sympy.Basic]:
+  """SymPy expression of ``text`` if it is inside the grammar of the module docstring, else ``None``.
+
+  A text that is one brace group as a whole (``{\\frac{5}{2}}``, what ``exact_decimals`` makes of ``2.5``) is
+  returned as a one-element ``FiniteSet``, exactly as ``latex2sympy2_extended`` reads it.
+  """
   if not isinstance(text, str) or not text.strip() or len(text) > MAX_CHARS or "." in text:
     return None
+  if _WORDISH.search(re.sub(r"\\[A-Za-z]+", " ", text)):
+    return None
   try:
-    parser = _Parser(_tokens(text))
+    tokens = _tokens(text)
+    parser = _Parser(tokens)
     value = parser.expr()
     if parser.peek() is not None:
       return None
@@ -237,4 +250,16 @@ def parse_fast(text: str) -> Optional[sympy.Expr]:
     return None
   if value.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo):
     return None
+  if tokens[0] == "{" and _closing(tokens, 0) == len(tokens) - 1:
+    return sympy.FiniteSet(value)  # as the full parser: a whole-text brace group ({\frac{1}{2}}) is a set
   return value
+
+
+def _closing(tokens, start: int) -> int:
+  depth = 0
+  for k in range(start, len(tokens)):
+    depth += tokens[k] == "{"
+    depth -= tokens[k] == "}"
+    if depth == 0:
+      return k
+  return -1

@@ -14,7 +14,8 @@ rest of ``ngrpo_jax``; start-up costs about half a second (importing SymPy), sev
 
 Latency: ``warm_up()`` starts every worker before the first check and also idle **spares** (2); a worker
 killed on a time-out is replaced by the spare at once (a new spare starts in the background), so a
-time-out does not leave its slot empty for the seconds a fresh interpreter needs.
+time-out does not leave its slot empty for the seconds a fresh interpreter needs. When several time-outs
+come close together and no spare is idle, the emptied slot takes whichever starting worker is ready first.
 """
 import atexit
 import dataclasses
@@ -223,18 +224,19 @@ class WorkerPool:
     if worker is not None:
       self._spares.put(worker)
 
-  def _top_up_spares(self) -> None:
-    """Starts background spares until ``spares`` are idle or starting."""
+  def _top_up_spares(self, extra: int = 0) -> None:
+    """Starts background spares until ``spares`` (+ ``extra`` for an empty slot) are idle or starting."""
     with self._spare_lock:
       if self._closed:
         return
-      missing = self._num_spares - self._spares.qsize() - self._spares_starting
+      missing = self._num_spares + extra - self._spares.qsize() - self._spares_starting
       self._spares_starting += max(0, missing)
     for _ in range(max(0, missing)):
       threading.Thread(target=self._start_spare, daemon=True).start()
 
   def _replace(self) -> None:
-    """Puts a replacement for a killed worker into the slots: a spare if one is idle, else a new one."""
+    """Replaces a killed worker: a spare if one is idle; otherwise the slot is left empty and the next task
+    on it takes the **first** worker to become ready (``_take_ready``), not one particular cold start."""
     try:
       spare = self._spares.get_nowait()
     except queue.Empty:
@@ -242,8 +244,28 @@ class WorkerPool:
     if spare is not None:
       self._slots.put(spare)
       self._top_up_spares()
+    elif self._num_spares > 0:
+      self._slots.put(None)
+      self._top_up_spares(extra=1)
     else:
       threading.Thread(target=self._refill, daemon=True).start()
+
+  def _take_ready(self) -> _Worker:
+    """A worker for an empty slot: an idle spare, else the first spare to finish starting, else a new one."""
+    try:
+      return self._spares.get_nowait()
+    except queue.Empty:
+      pass
+    with self._spare_lock:
+      starting = self._spares_starting
+    if starting > 0:
+      try:
+        worker = self._spares.get(timeout=self._startup_timeout)
+        self._top_up_spares()
+        return worker
+      except queue.Empty:
+        pass
+    return self._start()
 
   def warm_up(self) -> None:
     """Starts all workers and spares now, in parallel, and returns when they are ready (otherwise workers
@@ -283,7 +305,7 @@ class WorkerPool:
     try:
       if worker is None:
         try:
-          worker = self._start()
+          worker = self._take_ready() if self._num_spares > 0 else self._start()
         except Exception as e:  # pylint: disable=broad-except
           return Outcome("crashed", f"worker start failed: {e}", 0.0)
       start = time.perf_counter()

@@ -152,6 +152,9 @@ def _colon(s: str) -> Optional[Structure]:
   return Structure("colon", parts, (len(parts),), ampm)
 
 
+_MULTI_KINDS = ("tuple", "matrix", "set", "union")
+
+
 def entry_verdict(gold: str, pred: str, depth: int = 0) -> Optional[bool]:
   """Cheap equality of two entries: True / False when decided by strings or exact numbers, else None."""
   g, p = normalize.normalize_answer(gold), normalize.normalize_answer(pred)
@@ -170,6 +173,9 @@ def entry_verdict(gold: str, pred: str, depth: int = 0) -> Optional[bool]:
     if gs is not None and ps is not None:
       verdict = compare(gs, ps, depth + 1)
       return verdict if isinstance(verdict, bool) else None
+    one = gs if gs is not None else ps
+    if one is not None and one.kind in _MULTI_KINDS and len(one.items) >= 2:
+      return False  # a tuple / matrix / set of several entries is never equal to a single value
   return None
 
 
