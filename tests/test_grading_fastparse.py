@@ -31,6 +31,9 @@ def _slow(text):
 
 
 def _agree(fast, slow) -> bool:
+  if isinstance(fast, sympy.Eq) or isinstance(slow, sympy.Eq):
+    return (isinstance(fast, sympy.Eq) and isinstance(slow, sympy.Eq) and _agree(fast.lhs, slow.lhs)
+            and _agree(fast.rhs, slow.rhs))
   if isinstance(fast, sympy.FiniteSet) or isinstance(slow, sympy.FiniteSet):
     if not (isinstance(fast, sympy.FiniteSet) and isinstance(slow, sympy.FiniteSet)):
       return False
@@ -53,6 +56,7 @@ def _check(text):
   fast = fastparse.parse_fast(exact)
   if fast is None:
     return None
+  fast = symbolic._imaginary_unit(fast)  # pylint: disable=protected-access  (as symbolic.parse does)
   try:
     slow = _slow(exact)
   except Exception:  # pylint: disable=broad-except
@@ -86,10 +90,16 @@ def _texts():
     ("2x^2+3x-1", "2*x**2 + 3*x - 1"), ("x(x+1)", "x*(x + 1)"), ("3x(3x+1)", "3*x*(3*x + 1)"),
     ("\\frac{\\sqrt{3}}{2}", "sqrt(3)/2"), ("-(-4x^2+x+1)(4x^2+x+1)", "-(-4*x**2 + x + 1)*(4*x**2 + x + 1)"),
     ("\\left(x+1\\right)^2", "(x + 1)**2"), ("\\pi r^2", "pi*r**2"), ("X+Y", "x + y"), ("2^{-2}", "1/4"),
-    ("{\\frac{25}{10}}+1", "7/2"), ("\\dfrac{x}{2}\\cdot 3", "3*x/2"),
+    ("{\\frac{25}{10}}+1", "7/2"), ("3-2i", "3 - 2*i"), ("\\dfrac{x}{2}\\cdot 3", "3*x/2"),
 ])
 def test_accepts_plain_polynomials(text, expected):
   assert sympy.expand(fastparse.parse_fast(text) - sympy.sympify(expected)) == 0
+
+
+def test_one_equals_sign_gives_an_unevaluated_equation():
+  eq = fastparse.parse_fast("x^2+y^2=13")
+  assert isinstance(eq, sympy.Eq) and eq.rhs == 13 and sympy.expand(eq.lhs - sympy.sympify("x**2 + y**2")) == 0
+  assert isinstance(fastparse.parse_fast("x=x"), sympy.Eq)  # not evaluated to True
 
 
 def test_a_whole_brace_group_is_a_set_as_in_the_full_parser():
@@ -98,10 +108,10 @@ def test_a_whole_brace_group_is_a_set_as_in_the_full_parser():
 
 @pytest.mark.parametrize("text", [
     "2\\frac{1}{2}",  # mixed number (5/2 in the full parser)
-    "i\\sqrt{3}", "e^{2}", "f(x)", "u(v)", "x(2)",  # imaginary unit, Euler's number, function application
+    "i\\sqrt{3}", "e^{2}", "x=y=1", "f(x)", "u(v)", "x(2)",  # imaginary unit, Euler's number, function application
     "100{3}", "2 3", "(2)(3)", "x2",  # juxtaposed numbers: the full parser adds or concatenates them
     "x^2^3", "x/2y", "2^-1", "x_1", "\\theta", "2!", "1.5", "\\sqrt2", "\\frac12", "0^0", "2^{100000}",
-    "x=1", "(1,2)", "", "{", "\\frac{1}{0}", "({H})", "Monday", "odd", "dx",
+    "x=y=1", "(1,2)", "", "{", "\\frac{1}{0}", "({H})", "Monday", "odd", "dx",
 ])
 def test_declines_ambiguous_or_foreign_text(text):
   assert fastparse.parse_fast(text) is None

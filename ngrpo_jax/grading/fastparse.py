@@ -172,6 +172,8 @@ class _Parser:
 
   def atom(self):
     tok = self.take()
+    if tok == "i" and self.peek() == "\\sqrt":
+      raise _Decline()  # i\sqrt{3}: left to the full parser
     if tok.isdigit():
       return sympy.Integer(int(tok)), "number"
     if _is_letter(tok):
@@ -210,7 +212,7 @@ class _Parser:
 
 
 def _is_letter(tok: str) -> bool:
-  return len(tok) == 1 and tok.isascii() and tok.isalpha() and tok.lower() not in ("e", "i")
+  return len(tok) == 1 and tok.isascii() and tok.isalpha() and tok.lower() != "e"
 
 
 def _symbol(tok: str):
@@ -242,6 +244,8 @@ def parse_fast(text: str) -> Optional[sympy.Basic]:
     return None
   try:
     tokens = _tokens(text)
+    if tokens.count("=") == 1:
+      return _equation(tokens)
     parser = _Parser(tokens)
     value = parser.expr()
     if parser.peek() is not None:
@@ -253,6 +257,21 @@ def parse_fast(text: str) -> Optional[sympy.Basic]:
   if tokens[0] == "{" and _closing(tokens, 0) == len(tokens) - 1:
     return sympy.FiniteSet(value)  # as the full parser: a whole-text brace group ({\frac{1}{2}}) is a set
   return value
+
+
+def _equation(tokens):
+  """``lhs = rhs`` (one ``=``, both sides in the grammar and not a whole brace group) -> unevaluated ``Eq``."""
+  k = tokens.index("=")
+  sides = []
+  for part in (tokens[:k], tokens[k + 1:]):
+    if not part or part[0] == "{":
+      return None
+    parser = _Parser(part)
+    value = parser.expr()
+    if parser.peek() is not None or value.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo):
+      return None
+    sides.append(value)
+  return sympy.Eq(sides[0], sides[1], evaluate=False)
 
 
 def _closing(tokens, start: int) -> int:

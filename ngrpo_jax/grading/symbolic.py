@@ -87,7 +87,8 @@ def parse(text: str):
     exact = exact_decimals(text)
     obj = fastparse.parse_fast(exact)
     if obj is None:
-      obj = _imaginary_unit(latex2sympy(exact, normalization_config=_NORMALIZATION, conversion_config=_CONVERSION))
+      obj = latex2sympy(exact, normalization_config=_NORMALIZATION, conversion_config=_CONVERSION)
+    obj = _imaginary_unit(obj)
   except Exception as e:  # pylint: disable=broad-except
     _remember(text, _ParseFailure(f"{type(e).__name__}"))
     raise
