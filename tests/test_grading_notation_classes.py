@@ -97,6 +97,17 @@ def test_a_list_of_tuples_is_not_one_tuple_and_is_decided_without_sympy(pool):
   assert time.perf_counter() - start < 0.5
 
 
+def test_a_list_of_unions_is_not_one_union(pool):
+  union = "(-\\infty,-1)\\cup(4,\\infty)"
+  _assert_cases(pool, [
+      (union, f"\\boxed{{{union}, (-\\infty,-1)\\cup(-4,\\infty)}}", False),
+      (union, "\\boxed{(4,\\infty)\\cup(-\\infty,-1)}", True),
+      (union, "\\boxed{-1, 4}", False),
+  ])
+  result = grading.check(union, f"\\boxed{{{union}, {union}}}", pool=pool)
+  assert not result.equivalent and result.rule == "structure"
+
+
 def test_polynomials_take_the_fast_parser(pool):
   # Decided without latex2sympy2's ANTLR parser: well inside the bound even on loaded cores.
   result = grading.check("-6x^2+36x-48", "\\boxed{-6x^{3}+36x-48}", pool=pool)
@@ -113,3 +124,10 @@ def test_an_emptied_slot_takes_the_first_ready_spare():
     start = time.perf_counter()
     fine = grading.check("x^2+1", "\\boxed{1+x^2}", pool=p)
     assert fine.equivalent and time.perf_counter() - start < 5.0  # the spare, not a cold start
+
+
+def test_a_single_letter_after_a_number_is_a_variable_not_a_unit(pool):
+  _assert_cases(pool, [
+      ("3s^2", "\\boxed{3s^{3}}", False), ("3s^2", "\\boxed{3}", False), ("2s", "\\boxed{\\;2s\\;}", True),
+      ("5", "\\boxed{5 m}", True), ("5", "\\boxed{5cm}", True), ("12", "\\boxed{12 \\text{ s}}", True),
+  ])

@@ -59,12 +59,15 @@ _MAX_UNIT_SCAN = 300  # answers longer than this are not searched for a trailing
 
 
 def _is_unit(unit: str, spaced: bool = True) -> bool:
-  """A trailing unit: up to 3 words, none a negation or a math name; without a space only known units."""
+  """A trailing unit: up to 3 words, none a negation or a math name; without a space only known units of two
+  or more letters (``5cm``), never a single letter (``3s^2`` is an expression in ``s``)."""
   words = unit.replace(".", " ").lower().split()
   if not words or len(words) > _MAX_UNIT_WORDS:
     return False
   if any(w in _NOT_UNITS or w in _MATH_NAMES for w in words):
     return False
+  if not spaced and len(words[0]) == 1:
+    return False  # 3s^2, 2m: a single letter right after a number is a variable, not seconds / metres
   if not spaced or len(words[0]) < 3:
     return words[0] in _SHORT_UNITS or (spaced and len(words[0]) >= 3)
   return True

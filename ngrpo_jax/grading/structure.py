@@ -110,6 +110,9 @@ def parse_structure(text: str) -> Optional[Structure]:
   if colon is not None:
     return colon
   if "\\cup" in s and "\\cap" not in s and "=" not in s:
+    items = [x.strip() for x in split_top(s, ",")]
+    if len(items) >= 2 and len(items) <= MAX_ITEMS and all(parse_structure(x) is not None for x in items):
+      return Structure("list", tuple(items), (len(items),))  # a list of unions (several set answers)
     pieces = [x.strip() for x in split_top(s, "\\cup")]
     parsed = [parse_structure(x) for x in pieces]
     if len(pieces) >= 2 and all(x is not None and x.kind in ("tuple", "set") for x in parsed):
