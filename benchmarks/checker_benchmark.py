@@ -5,7 +5,10 @@
         [--disagreements PATH]
 
 ``--cases corpus`` is shorthand for the generated corpus ``benchmarks/data/checker_corpus.jsonl.gz`` (see
-``benchmarks/make_checker_corpus.py``); ``--split`` keeps one side of its split. ``--background_load N`` runs
+``benchmarks/make_checker_corpus.py``); ``--split`` keeps one side of its split. ``--cases heldout_v2`` is the
+fresh held-out corpus ``benchmarks/data/checker_heldout_v2.jsonl.gz`` (``benchmarks/make_checker_heldout_v2.py``:
+held-out golds only, new rewrite families; measured once before and once after the checker changes, never
+used for tuning). ``--background_load N`` runs
 N busy-looping processes during the measurement (the load of a real RL step on the same cores).
 
 Reports accuracy overall and per kind, false positives / negatives, timeouts, median / p99 latency per
@@ -31,11 +34,14 @@ from ngrpo_jax import grading  # pylint: disable=wrong-import-position
 
 
 _CORPUS = _REPO_ROOT / "benchmarks" / "data" / "checker_corpus.jsonl.gz"
+_HELDOUT_V2 = _REPO_ROOT / "benchmarks" / "data" / "checker_heldout_v2.jsonl.gz"
+_NAMED = {"corpus": _CORPUS, "heldout_v2": _HELDOUT_V2}
 
 
 def load_cases(path, split=""):
-  """Cases of a JSONL / JSONL.gz file (``"corpus"`` = the generated corpus), optionally one split only."""
-  path = _CORPUS if path == "corpus" else pathlib.Path(path)
+  """Cases of a JSONL / JSONL.gz file, optionally one split only. Named files: ``"corpus"`` (the generated
+  corpus, tune + held-out) and ``"heldout_v2"`` (the fresh held-out corpus, ``make_checker_heldout_v2.py``)."""
+  path = _NAMED[path] if path in _NAMED else pathlib.Path(path)
   opener = gzip.open if str(path).endswith(".gz") else open
   with opener(path, "rt", encoding="utf-8") as f:
     cases = [json.loads(line) for line in f if line.strip()]
@@ -81,8 +87,11 @@ def _percentile(values, q):
   return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def summarize(name, cases, verdicts, latencies, timeouts, wall):
-  """Prints and returns the metrics for one checker."""
+def summarize(name, cases, verdicts, latencies, timeouts, wall, timed_out=None):
+  """Prints and returns the metrics for one checker (and per split, when the cases have several).
+
+  ``timed_out``: per-case time-out flags (for the per-split counts; default: latency >= 1 s is not assumed,
+  the split rows then omit time-outs)."""
   correct = [v == c["equivalent"] for c, v in zip(cases, verdicts)]
   fp = [c["id"] for c, v in zip(cases, verdicts) if v and not c["equivalent"]]
   fn = [c["id"] for c, v in zip(cases, verdicts) if not v and c["equivalent"]]
@@ -110,6 +119,23 @@ def summarize(name, cases, verdicts, latencies, timeouts, wall):
     print(f"  FN by transform: {dict(fn_transforms.most_common())}")
   print(f"latency median {metrics['median_latency_s'] * 1e3:.1f} ms  p99 {metrics['p99_latency_s'] * 1e3:.1f} ms"
         f"  max {metrics['max_latency_s'] * 1e3:.1f} ms  throughput {metrics['checks_per_s']:.1f} checks/s")
+  splits = sorted({c.get("split", "") for c in cases})
+  if len(splits) > 1:
+    metrics["splits"] = {}
+    for split in splits:
+      idx = [k for k, c in enumerate(cases) if c.get("split", "") == split]
+      ok = sum(correct[k] for k in idx)
+      s_fp = sum(1 for k in idx if verdicts[k] and not cases[k]["equivalent"])
+      s_fn = sum(1 for k in idx if not verdicts[k] and cases[k]["equivalent"])
+      s_to = sum(1 for k in idx if timed_out[k]) if timed_out is not None else None
+      lat = [latencies[k] for k in idx]
+      metrics["splits"][split] = {"cases": len(idx), "accuracy": ok / len(idx), "false_positives": s_fp,
+                                  "false_negatives": s_fn, "timeouts": s_to,
+                                  "median_latency_s": statistics.median(lat), "p99_latency_s": _percentile(lat, 0.99),
+                                  "max_latency_s": max(lat)}
+      print(f"  split {split}: accuracy {ok / len(idx):.4f} ({ok}/{len(idx)})  FP {s_fp}  FN {s_fn}  timeouts {s_to}"
+            f"  median {statistics.median(lat) * 1e3:.1f} ms  p99 {_percentile(lat, 0.99) * 1e3:.1f} ms"
+            f"  max {max(lat) * 1e3:.1f} ms")
   for kind in sorted(per_kind):
     oks = per_kind[kind]
     print(f"  {kind:20s} {sum(oks) / len(oks):7.3f}  ({sum(oks)}/{len(oks)})")
@@ -128,7 +154,7 @@ def run_ours(cases, num_workers, timeout, backend="sympy"):
     pool.close()
   name = "ngrpo_jax.grading" + ("" if backend == "sympy" else f" (backend {backend})")
   return summarize(name, cases, [r.equivalent for r in results], [r.seconds for r in results],
-                   sum(r.timed_out for r in results), wall), results
+                   sum(r.timed_out for r in results), wall, [r.timed_out for r in results]), results
 
 
 def _delimit(text):
@@ -164,14 +190,14 @@ def run_math_verify(cases, num_workers, timeout):
     out = mp_pool.map(_math_verify_task, [(c["gold"], c["pred"], timeout) for c in cases], chunksize=1)
     wall = time.perf_counter() - start
   metrics = summarize("math_verify", cases, [v for v, _ in out], [s for _, s in out],
-                       sum(s >= timeout for _, s in out), wall)
+                       sum(s >= timeout for _, s in out), wall, [s >= timeout for _, s in out])
   return metrics, [v for v, _ in out]
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--cases", default=str(_REPO_ROOT.parent / "shared" / "checker_cases_public.jsonl"),
-                      help='a JSONL(.gz) case file, or "corpus" for the generated corpus')
+                      help='a JSONL(.gz) case file, "corpus" (generated corpus) or "heldout_v2" (fresh held-out corpus)')
   parser.add_argument("--split", default="", help="keep only cases of this split (tune / heldout)")
   parser.add_argument("--background_load", type=int, default=0, help="busy processes running meanwhile")
   parser.add_argument("--backend", default="sympy", help="grading backend for our checker (sympy / math_verify)")

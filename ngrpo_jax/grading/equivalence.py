@@ -182,6 +182,12 @@ def prepare(gold: str, response: str, *, require_boxed: bool = False) -> _Prepar
       return _Prepared(gold_answer, extraction.answer, g, p, extraction.boxed, verdict, "structure",
                        f"{g_struct.kind} vs {p_struct.kind}: " + ("entries match" if verdict else "differ"))
     return _Prepared(gold_answer, extraction.answer, g, p, extraction.boxed, None, "symbolic", "", verdict)
+  if (g_struct is not None and p_struct is not None and (g_struct.kind == "union") != (p_struct.kind == "union")
+      and (g_struct.kind in ("list", "set") or p_struct.kind in ("list", "set"))):
+    # A union of intervals is one set-valued answer: a list of several unions (a hedge) or of several
+    # values is not it, and a union is not a list of values.
+    return _Prepared(gold_answer, extraction.answer, g, p, extraction.boxed, False, "structure",
+                     f"{g_struct.kind} vs {p_struct.kind}: a union is one answer")
   if g_struct is not None and g_struct.kind == "matrix" or p_struct is not None and p_struct.kind == "matrix":
     return _Prepared(gold_answer, extraction.answer, g, p, extraction.boxed, False, "structure",
                      "a matrix compared with a non-matrix")

@@ -134,7 +134,8 @@ def last_boxed(text: str) -> Optional[str]:
 _PHRASES = re.compile(r"(?:final\s+answer|answer)\s*(?:\*\*)?\s*(?:is|:|=)\s*(?:\*\*)?\s*:?\s*",
                       re.IGNORECASE)
 _SENTENCE_END = re.compile(r"\.(?:\s|$)|\n")
-_INLINE_MATH = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
+# ``$...$`` segments: an escaped ``\$`` (money, ``$\$12.50$``) is part of the math, not a delimiter.
+_INLINE_MATH = re.compile(r"\$\$(.+?)\$\$|(?<!\\)\$((?:[^$\\]|\\.)+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
 _WORD = re.compile(r"[A-Za-z]{3,}")
 _MATH_WORDS = frozenset(
     "frac dfrac tfrac sqrt text mbox mathrm mathbf boxed left right cdot times infty circ pmatrix bmatrix "
@@ -271,6 +272,10 @@ def extract_answer(text: str, *, require_boxed: bool = False) -> Extraction:
   boxed, run, truncated = _final_box_run(text)
   if truncated:
     return Extraction(None, "truncated")
+  if boxed is not None and not require_boxed:
+    later = _phrase_after_last_box(text)
+    if later is not None:
+      return later
   if boxed is not None:
     if len(run) > 1:
       if any(incomplete_reason(b) for b in run):
@@ -282,23 +287,48 @@ def extract_answer(text: str, *, require_boxed: bool = False) -> Extraction:
   tail = text[-_TAIL_CHARS:]
   phrases = list(_PHRASES.finditer(tail))
   if phrases:
-    rest = tail[phrases[-1].end():]
-    inner = _INLINE_MATH.match(rest.lstrip())
-    if inner:  # "the answer is $73$." -> 73
-      candidate = _strip_wrappers(next(g for g in inner.groups() if g))
-    elif rest.lstrip().startswith(("$", "\\(", "\\[")):
-      return Extraction(None, "truncated")  # the math after "the answer is" never closes
-    else:
-      end = _SENTENCE_END.search(rest)
-      candidate = _strip_wrappers(rest[:end.start()] if end else rest)
-    if candidate:
-      return _complete(candidate, "phrase")
+    found = _phrase_answer(tail, phrases[-1])
+    if found is not None:
+      return found
   if _looks_like_bare_answer(text):
     return _complete(_strip_wrappers(text), "whole")
   maths = _INLINE_MATH.findall(tail)
   if maths:
     return _complete(_strip_wrappers(next(g for g in maths[-1] if g)), "math")
   return Extraction(None, "none")
+
+
+def _phrase_answer(tail: str, phrase) -> Optional[Extraction]:
+  """The answer stated after an answer phrase (``the answer is $73$.``, ``**Answer:** 5``); None if empty."""
+  rest = tail[phrase.end():]
+  inner = _INLINE_MATH.match(rest.lstrip())
+  if inner:  # "the answer is $73$." -> 73
+    candidate = _strip_wrappers(next(g for g in inner.groups() if g))
+  elif rest.lstrip().startswith(("$", "\\(", "\\[")):
+    return Extraction(None, "truncated")  # the math after "the answer is" never closes
+  else:
+    end = _SENTENCE_END.search(rest)
+    candidate = _strip_wrappers(rest[:end.start()] if end else rest)
+  if candidate and not _BOX_RE.search(candidate):
+    return _complete(candidate, "phrase")
+  return None
+
+
+def _phrase_after_last_box(text: str) -> Optional[Extraction]:
+  """An answer phrase that comes **after** the last box (``... $\\boxed{12}$ for part one ... **Answer:** $5$``).
+
+  Policy: the final stated answer wins. A box earlier in the response is an intermediate result when the
+  response later says "Answer: ..." / "the final answer is ..." without a box (only when ``require_boxed`` is
+  off). A phrase whose answer is itself a box does not override it; a phrase answer that is cut off
+  (``Answer: $5`` at the end) makes the response truncated, as a cut-off box would.
+  """
+  last = boxes(text)[-1]
+  tail_start = max(last[1], len(text) - _TAIL_CHARS)
+  tail = text[tail_start:]
+  phrases = list(_PHRASES.finditer(tail))
+  if not phrases:
+    return None
+  return _phrase_answer(tail, phrases[-1])  # a cut-off phrase answer is "truncated": no fall-back to the box
 
 
 def _complete(answer: str, method: str, run: Tuple[str, ...] = ()) -> Extraction:

@@ -25,7 +25,7 @@ _UNICODE = {
     "\u2009": " ", "\u00a0": " ", "\u200b": "",
 }
 _SPACING = re.compile(r"(?<!\\)\\[!,;:> ]|\\quad|\\qquad|~|\\displaystyle|\\textstyle|\\limits")
-_WRAPPER_COMMANDS = ("\\mathbf", "\\textbf", "\\boldsymbol", "\\bm", "\\mathit", "\\textit", "\\operatorname",
+_WRAPPER_COMMANDS = ("\\mathrm", "\\textnormal", "\\mathbf", "\\textbf", "\\boldsymbol", "\\bm", "\\mathit", "\\textit", "\\operatorname",
                      "\\displaystyle", "\\boxed", "\\fbox")
 # Matrix environments with the same meaning (``vmatrix`` is a determinant and is left alone).
 _MATRIX_ENV = re.compile(r"\\(begin|end)\{(?:bmatrix|Bmatrix|matrix|smallmatrix|pmatrix)\}")
@@ -59,12 +59,15 @@ _MAX_UNIT_SCAN = 300  # answers longer than this are not searched for a trailing
 
 
 def _is_unit(unit: str, spaced: bool = True) -> bool:
-  """A trailing unit: up to 3 words, none a negation or a math name; without a space only known units."""
+  """A trailing unit: up to 3 words, none a negation or a math name; without a space only known units of two
+  or more letters (``5cm``), never a single letter (``3s^2`` is an expression in ``s``)."""
   words = unit.replace(".", " ").lower().split()
   if not words or len(words) > _MAX_UNIT_WORDS:
     return False
   if any(w in _NOT_UNITS or w in _MATH_NAMES for w in words):
     return False
+  if not spaced and len(words[0]) == 1:
+    return False  # 3s^2, 2m: a single letter right after a number is a variable, not seconds / metres
   if not spaced or len(words[0]) < 3:
     return words[0] in _SHORT_UNITS or (spaced and len(words[0]) >= 3)
   return True
@@ -95,6 +98,50 @@ def _canonical_matrices(s: str) -> str:
     out.append(s[i:j] + "\\begin{pmatrix}" + _COLLAPSED_ROW.sub(r"\\\\", body) + "\\end{pmatrix}")
     i = k + len("\\end{pmatrix}")
   return "".join(out)
+
+
+# A matrix written as an ``array`` (or any matrix environment) inside round / square brackets:
+# ``\left(\begin{array}{cc} 1 & 2 \\ 3 & 4 \end{array}\right)`` is the pmatrix of the same entries.
+_BRACKETED_MATRIX = re.compile(r"[(\[]\s*\\begin\{(array|pmatrix)\}(?:\{[lcr| ]*\})?(.*)\\end\{\1\}\s*[)\]]",
+                               re.DOTALL)
+# Upright-roman words are text: ``\mathrm{Thursday}``, ``\textnormal{even}`` -> ``\text{...}`` (then handled as
+# words / units); ``\mathrm{}`` around anything else (``\mathrm{12}``) is a presentation wrapper.
+_ROMAN_WORD = re.compile(r"\\(?:mathrm|textnormal|textrm)\s*\{([A-Za-z][A-Za-z .\-]*)\}")
+_EMPTY_ITEM = re.compile(r",\s*,")
+_ASSIGNMENT_ITEM = re.compile(r"^\s*([A-Za-z])\s*=\s*([^=<>]+)$")
+
+
+def _bracketed_matrix(s: str) -> str:
+  """``(\\begin{array}{cc}...\\end{array})`` / ``[\\begin{pmatrix}...\\end{pmatrix}]`` -> the pmatrix alone."""
+  if "\\begin{" not in s:
+    return s
+  m = _BRACKETED_MATRIX.fullmatch(s.strip())
+  if not m or "\\begin{" in m.group(2):
+    return s
+  return "\\begin{pmatrix}" + m.group(2) + "\\end{pmatrix}"
+
+
+def _same_variable_assignments(s: str) -> str:
+  """``x = 1, x = 3`` -> ``1, 3``: a list whose items all assign the **same** variable is the list of values.
+
+  Items assigning different variables (``x = 1, y = 2``) are kept: that is a tuple-like answer, not a list.
+  """
+  if s.count("=") < 2 or "," not in s:
+    return s
+  depth, items, cur = 0, [], ""
+  for c in s:
+    depth += c in "{([" 
+    depth -= c in "})]"
+    if c == "," and depth == 0:
+      items.append(cur)
+      cur = ""
+    else:
+      cur += c
+  items.append(cur)
+  matches = [_ASSIGNMENT_ITEM.match(item) for item in items]
+  if not all(matches) or len({m.group(1) for m in matches}) != 1:
+    return s
+  return ", ".join(m.group(2).strip() for m in matches)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,6 +247,8 @@ def normalize_answer(answer: str) -> Normalized:
   s = _canonical_matrices(s)
   s = s.replace("\\left", "").replace("\\right", "")
   s = re.sub(r"\\(?:big|Big|bigg|Bigg)[lr]?", "", s)
+  s = _bracketed_matrix(s)
+  s = _ROMAN_WORD.sub(r"\\text{\1}", s)
   s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\cfrac", "\\frac")
   s = s.replace("\\lbrace", "\\{").replace("\\rbrace", "\\}").replace("\\lvert", "|").replace("\\rvert", "|")
   s = s.replace("\\neq", "\\ne").replace("\\leq", "\\le").replace("\\geq", "\\ge")
@@ -223,6 +272,8 @@ def normalize_answer(answer: str) -> Normalized:
     s = _PERCENT.sub("", s)
     percent = True
   s = _OR_AND.sub(", ", s)
+  s = _EMPTY_ITEM.sub(",", s)  # an Oxford comma: "1, 2, and 3" -> "1, 2, , 3" -> "1, 2, 3"
+  s = _same_variable_assignments(s)
   unit = ""
   m = _TRAILING_TEXT_UNIT.match(s) if len(s) <= _MAX_UNIT_SCAN else None  # (the unit patterns backtrack)
   if m and m.group("value").strip() and _is_unit(m.group("unit")):

@@ -1,6 +1,6 @@
 """Exact parsing of plain numeric answers, the cheap stage before SymPy.
 
-Integers, decimals (``.35625``), fractions (``\\frac{3}{4}``, ``-35/9``, ``\\frac{35}{-9}``), and scientific
+Integers, decimals (``.35625``), fractions (``\\frac{3}{4}``, ``-35/9``, ``(35)/(9)``, ``\\frac{35}{-9}``), and scientific
 notation (``3\\times 10^{5}``, ``3e5``) are parsed into exact ``fractions.Fraction`` values, so
 ``99999999999999999999`` and ``10^{20}`` differ while ``3.2`` and ``\\frac{16}{5}`` agree. Exponents are
 capped (|exponent| <= ``MAX_EXPONENT``) and digit strings are capped (``MAX_DIGITS``) so a parse never
@@ -17,7 +17,8 @@ _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)"
 _INT = r"[-+]?\d+"
 _DECIMAL = re.compile(rf"^({_NUM})$")
 _FRAC_LATEX = re.compile(rf"^([-+]?)\\frac\{{\s*({_NUM})\s*\}}\{{\s*({_NUM})\s*\}}$")
-_FRAC_SLASH = re.compile(rf"^({_NUM})\s*/\s*({_NUM})$")
+# ``a/b``, also with bracketed parts ``(a)/(b)`` (a bracket around a plain numeral changes nothing).
+_FRAC_SLASH = re.compile(rf"^([-+]?)(?:\(({_NUM})\)|({_NUM}))\s*/\s*(?:\(({_NUM})\)|({_NUM}))$")
 _SCI_LATEX = re.compile(rf"^({_NUM})\s*(?:\\times|\\cdot|\*|x)\s*10\s*\^\s*(?:\{{\s*({_INT})\s*\}}|({_INT}))$")
 _POW10 = re.compile(rf"^([-+]?)10\s*\^\s*(?:\{{\s*({_INT})\s*\}}|(\d))$")
 _SCI_E = re.compile(rf"^({_NUM})[eE]({_INT})$")
@@ -69,10 +70,10 @@ def parse_number(text: str) -> Optional[fractions.Fraction]:
     return -value if m.group(1) == "-" else value
   m = _FRAC_SLASH.match(s)
   if m:
-    num, den = _decimal(m.group(1)), _decimal(m.group(2))
+    num, den = _decimal(m.group(2) or m.group(3)), _decimal(m.group(4) or m.group(5))
     if num is None or den is None or den == 0:
       return None
-    return num / den
+    return -num / den if m.group(1) == "-" else num / den
   m = _SCI_LATEX.match(s)
   if m:
     mantissa, scale = _decimal(m.group(1)), _pow10(m.group(2) or m.group(3))

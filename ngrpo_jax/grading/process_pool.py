@@ -14,7 +14,11 @@ rest of ``ngrpo_jax``; start-up costs about half a second (importing SymPy), sev
 
 Latency: ``warm_up()`` starts every worker before the first check and also idle **spares** (2); a worker
 killed on a time-out is replaced by the spare at once (a new spare starts in the background), so a
-time-out does not leave its slot empty for the seconds a fresh interpreter needs.
+time-out does not leave its slot empty for the seconds a fresh interpreter needs. When several time-outs
+come close together and no spare is idle, the emptied slot takes whichever starting worker is ready first.
+A worker that overran is not killed at once: the task already counts as a time-out, and in the background
+the worker gets ``grace`` seconds to finish and rejoin as a spare (most overruns on loaded cores are merely
+slow parses); only one that is still busy after that is killed and replaced by a fresh interpreter.
 """
 import atexit
 import dataclasses
@@ -171,10 +175,13 @@ class WorkerPool:
     preload: modules each worker imports before accepting tasks.
     startup_timeout: seconds allowed for a worker to start.
     spares: idle pre-started workers that replace a killed one at once (started by ``warm_up``).
+    grace: seconds a worker that overran its bound may still take to finish in the background (with spares
+      only); it is then reused as a spare instead of being killed and restarted (0: kill at once).
   """
 
   def __init__(self, num_workers: int = 2, *, memory_limit_mb: int = 2048,
-               preload: Sequence[str] = _DEFAULT_PRELOAD, startup_timeout: float = 120.0, spares: int = 2):
+               preload: Sequence[str] = _DEFAULT_PRELOAD, startup_timeout: float = 120.0, spares: int = 2,
+               grace: float = 5.0):
     if not isinstance(num_workers, int) or num_workers < 1:
       raise ValueError(f"num_workers must be a positive int, got {num_workers!r}")
     self.num_workers = num_workers
@@ -184,6 +191,7 @@ class WorkerPool:
     self._slots: "queue.Queue[Optional[_Worker]]" = queue.Queue()
     self._spares: "queue.Queue[_Worker]" = queue.Queue()
     self._num_spares = max(0, int(spares))
+    self._grace = max(0.0, float(grace))
     self._spare_lock = threading.Lock()
     self._spares_starting = 0
     self._lock = threading.Lock()
@@ -223,18 +231,19 @@ class WorkerPool:
     if worker is not None:
       self._spares.put(worker)
 
-  def _top_up_spares(self) -> None:
-    """Starts background spares until ``spares`` are idle or starting."""
+  def _top_up_spares(self, extra: int = 0) -> None:
+    """Starts background spares until ``spares`` (+ ``extra`` for an empty slot) are idle or starting."""
     with self._spare_lock:
       if self._closed:
         return
-      missing = self._num_spares - self._spares.qsize() - self._spares_starting
+      missing = self._num_spares + extra - self._spares.qsize() - self._spares_starting
       self._spares_starting += max(0, missing)
     for _ in range(max(0, missing)):
       threading.Thread(target=self._start_spare, daemon=True).start()
 
   def _replace(self) -> None:
-    """Puts a replacement for a killed worker into the slots: a spare if one is idle, else a new one."""
+    """Replaces a killed worker: a spare if one is idle; otherwise the slot is left empty and the next task
+    on it takes the **first** worker to become ready (``_take_ready``), not one particular cold start."""
     try:
       spare = self._spares.get_nowait()
     except queue.Empty:
@@ -242,8 +251,58 @@ class WorkerPool:
     if spare is not None:
       self._slots.put(spare)
       self._top_up_spares()
+    elif self._num_spares > 0:
+      self._slots.put(None)
+      self._top_up_spares(extra=1)
     else:
       threading.Thread(target=self._refill, daemon=True).start()
+
+  def _drain(self, worker: _Worker) -> None:
+    """A worker that overran its task's bound: the task's verdict is already "timeout". In the background,
+    give it ``grace`` more seconds to finish (it then becomes an idle spare: no interpreter restart, which
+    takes seconds on loaded cores); if it does not, kill it and start a fresh spare instead."""
+    with self._spare_lock:
+      self._spares_starting += 1  # counts as a spare on its way
+
+    def drain():
+      reused = False
+      try:
+        if worker.inbox.poll(self._grace):
+          worker.inbox.recv()
+          reused = not self._closed
+      except (EOFError, OSError):
+        reused = False
+      if not reused:
+        self._retire(worker)
+        try:
+          fresh = self._start()
+        except Exception:  # pylint: disable=broad-except
+          fresh = None
+      else:
+        fresh = worker
+      with self._spare_lock:
+        self._spares_starting -= 1
+      if fresh is not None:
+        self._spares.put(fresh)
+
+    threading.Thread(target=drain, daemon=True).start()
+
+  def _take_ready(self) -> _Worker:
+    """A worker for an empty slot: an idle spare, else the first spare to finish starting, else a new one."""
+    try:
+      return self._spares.get_nowait()
+    except queue.Empty:
+      pass
+    with self._spare_lock:
+      starting = self._spares_starting
+    if starting > 0:
+      try:
+        worker = self._spares.get(timeout=self._startup_timeout)
+        self._top_up_spares()
+        return worker
+      except queue.Empty:
+        pass
+    return self._start()
 
   def warm_up(self) -> None:
     """Starts all workers and spares now, in parallel, and returns when they are ready (otherwise workers
@@ -283,7 +342,7 @@ class WorkerPool:
     try:
       if worker is None:
         try:
-          worker = self._start()
+          worker = self._take_ready() if self._num_spares > 0 else self._start()
         except Exception as e:  # pylint: disable=broad-except
           return Outcome("crashed", f"worker start failed: {e}", 0.0)
       start = time.perf_counter()
@@ -300,9 +359,12 @@ class WorkerPool:
         self._replace()
         return Outcome("crashed", f"worker died: {type(e).__name__}", time.perf_counter() - start)
       elapsed = time.perf_counter() - start
-      self._retire(worker)
-      worker = None
       put_back = False
+      if self._num_spares > 0 and self._grace > 0:
+        self._drain(worker)  # finish (or kill) it off the critical path; the slot takes a spare now
+      else:
+        self._retire(worker)
+      worker = None
       self._replace()
       return Outcome("timeout", f"exceeded {timeout} s", elapsed)
     finally:

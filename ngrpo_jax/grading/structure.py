@@ -110,6 +110,9 @@ def parse_structure(text: str) -> Optional[Structure]:
   if colon is not None:
     return colon
   if "\\cup" in s and "\\cap" not in s and "=" not in s:
+    items = [x.strip() for x in split_top(s, ",")]
+    if len(items) >= 2 and len(items) <= MAX_ITEMS and all(parse_structure(x) is not None for x in items):
+      return Structure("list", tuple(items), (len(items),))  # a list of unions (several set answers)
     pieces = [x.strip() for x in split_top(s, "\\cup")]
     parsed = [parse_structure(x) for x in pieces]
     if len(pieces) >= 2 and all(x is not None and x.kind in ("tuple", "set") for x in parsed):
@@ -152,6 +155,9 @@ def _colon(s: str) -> Optional[Structure]:
   return Structure("colon", parts, (len(parts),), ampm)
 
 
+_MULTI_KINDS = ("tuple", "matrix", "set", "union")
+
+
 def entry_verdict(gold: str, pred: str, depth: int = 0) -> Optional[bool]:
   """Cheap equality of two entries: True / False when decided by strings or exact numbers, else None."""
   g, p = normalize.normalize_answer(gold), normalize.normalize_answer(pred)
@@ -170,6 +176,9 @@ def entry_verdict(gold: str, pred: str, depth: int = 0) -> Optional[bool]:
     if gs is not None and ps is not None:
       verdict = compare(gs, ps, depth + 1)
       return verdict if isinstance(verdict, bool) else None
+    one = gs if gs is not None else ps
+    if one is not None and one.kind in _MULTI_KINDS and len(one.items) >= 2:
+      return False  # a tuple / matrix / set of several entries is never equal to a single value
   return None
 
 

@@ -25,6 +25,7 @@ Equivalence of two parsed answers (``objects_equal``):
 Everything here may be slow on adversarial input; callers run it in a worker process with a hard time
 bound (``process_pool``) after the cheap ``guards.guard`` (also run by the caller before dispatch).
 """
+import collections
 import math
 import random
 import re
@@ -35,6 +36,7 @@ from latex2sympy2_extended import latex2sympy
 from latex2sympy2_extended.latex2sympy2 import ConversionConfig
 from latex2sympy2_extended.latex2sympy2 import NormalizationConfig
 
+from ngrpo_jax.grading import fastparse
 from ngrpo_jax.grading.guards import guard  # pylint: disable=unused-import  (re-exported)
 
 MAX_ELEMENTS = 64
@@ -63,10 +65,50 @@ def exact_decimals(text: str) -> str:
   return _DECIMAL_LITERAL.sub(repl, text)
 
 
+PARSE_CACHE_SIZE = 4096
+_PARSE_CACHE: "collections.OrderedDict[str, object]" = collections.OrderedDict()
+
+
 def parse(text: str):
-  """Parses a normalised LaTeX answer into a SymPy object, decimals as exact rationals (raises on failure)."""
-  obj = latex2sympy(exact_decimals(text), normalization_config=_NORMALIZATION, conversion_config=_CONVERSION)
-  return _imaginary_unit(obj)
+  """Parses a normalised LaTeX answer into a SymPy object, decimals as exact rationals (raises on failure).
+
+  Fast path: ``fastparse.parse_fast`` reads plain polynomial / rational texts in microseconds and declines
+  everything else, which goes to ``latex2sympy2_extended`` (ANTLR; tens to hundreds of milliseconds). Results
+  (and failures) are cached per worker process (LRU, ``PARSE_CACHE_SIZE`` texts): in RL the same gold is graded
+  against every sampled response of its group. SymPy objects are immutable, so sharing them is safe.
+  """
+  cached = _PARSE_CACHE.get(text)
+  if cached is not None:
+    _PARSE_CACHE.move_to_end(text)
+    if isinstance(cached, _ParseFailure):
+      raise ValueError(f"cannot parse (cached): {cached.message}")
+    return cached
+  try:
+    exact = exact_decimals(text)
+    obj = fastparse.parse_fast(exact)
+    if obj is None:
+      obj = latex2sympy(exact, normalization_config=_NORMALIZATION, conversion_config=_CONVERSION)
+    obj = _imaginary_unit(obj)
+  except Exception as e:  # pylint: disable=broad-except
+    _remember(text, _ParseFailure(f"{type(e).__name__}"))
+    raise
+  _remember(text, obj)
+  return obj
+
+
+class _ParseFailure:
+  """A cached parse failure (the same text fails the same way)."""
+
+  def __init__(self, message: str):
+    self.message = message
+
+
+def _remember(text: str, value) -> None:
+  if value is None:
+    return
+  _PARSE_CACHE[text] = value
+  if len(_PARSE_CACHE) > PARSE_CACHE_SIZE:
+    _PARSE_CACHE.popitem(last=False)
 
 
 def _imaginary_unit(obj):
