@@ -244,3 +244,23 @@ def test_cpu_ngrpo_with_lora_resumes_bit_identically(tmp_path):
     states.append(ckpt._manager.restore(4)["state"])   # pylint: disable=protected-access
     ckpt.close()
   assert _leaves_equal(states[0], states[1])
+
+
+def test_evaluate_loads_a_lora_checkpoint_as_the_merged_policy(tmp_path):
+  from experiments import evaluate as evaluate_bin  # pylint: disable=g-import-not-at-top
+  from ngrpo_jax import data  # pylint: disable=g-import-not-at-top
+  from ngrpo_jax.training import builders  # pylint: disable=g-import-not-at-top
+  spec = config.ModelSpec(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                          num_key_value_heads=1, lora_rank=2, lora_alpha=3, lora_targets=("q_proj", "down_proj"))
+  checkpoint.write_json(tmp_path / "config.json", config.to_dict(dataclasses.replace(config.ExperimentConfig(),
+                                                                                      model=spec)))
+  model_config, params = builders.build_model(spec, data.build_tokenizer(), seed=3)
+  lc = spec.lora_config()
+  adapters = jax.tree_util.tree_map(lambda x: x + 0.3, lora.init_lora_params(params, lc, jax.random.PRNGKey(0)))
+  optimizer, _ = state_lib.make_optimizer(state_lib.OptimConfig(), 1e-3)
+  ckpt = checkpoint.Checkpointer(tmp_path / "checkpoints")
+  ckpt.save(state_lib.create_train_state(params, optimizer, 0, lora_params=adapters, lora_config=lc), {})
+  ckpt.close()
+  got_config, got_params, _ = evaluate_bin.load_policy(str(tmp_path))
+  assert got_config == model_config
+  assert _leaves_equal(got_params, lora.merge_params(params, adapters, lc))
