@@ -165,6 +165,8 @@ def test_config_fields():
   assert config.ModelSpec().lora_config() is None
   spec = config.ModelSpec(lora_rank=8, lora_alpha=16, lora_dropout=0.05, lora_targets="q_proj, v_proj")
   assert spec.lora_config() == lora.LoRAConfig(rank=8, alpha=16, dropout=0.05, targets=("q_proj", "v_proj"))
+  # --config.model.lora_targets=q_proj,v_proj arrives as a 1-tuple of the string
+  assert config.ModelSpec(lora_rank=8, lora_targets=("q_proj,v_proj",)).lora_targets == ("q_proj", "v_proj")
   with pytest.raises(ValueError, match=r"model.lora_\*: unknown LoRA target\(s\) \['attn'\]"):
     config.ModelSpec(lora_rank=2, lora_targets=("attn",))
   with pytest.raises(ValueError, match="model.lora_rank must be an int >= 0"):

@@ -52,10 +52,10 @@ class ModelSpec:
   def __post_init__(self):
     if isinstance(self.lora_rank, bool) or not isinstance(self.lora_rank, int) or self.lora_rank < 0:
       raise ValueError(f"model.lora_rank must be an int >= 0 (0 = no LoRA), got {self.lora_rank!r}")
-    if isinstance(self.lora_targets, str):
-      object.__setattr__(self, "lora_targets", tuple(t.strip() for t in self.lora_targets.split(",") if t.strip()))
-    else:
-      object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
+    # "q_proj,v_proj" (the command line gives a string, or a 1-tuple of it) or a sequence of names.
+    items = (self.lora_targets,) if isinstance(self.lora_targets, str) else tuple(self.lora_targets)
+    object.__setattr__(self, "lora_targets", tuple(t.strip() for item in items for t in str(item).split(",")
+                                                   if t.strip()))
     try:
       self.lora_config()
     except ValueError as e:

@@ -154,6 +154,12 @@ def _setup(cfg, workdir: pathlib.Path, stream, grade_fn) -> Run:
     sharding.validate_mesh_for_config(model_config, mesh)
   data = builders.build_data(cfg.task, tokenizer, cfg.seed)
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(init_params))
+  lora_config = cfg.model.lora_config()
+  if lora_config is not None:
+    n_lora = models.lora.num_lora_params(jax.eval_shape(
+        lambda: models.lora.init_lora_params(init_params, lora_config, jax.random.PRNGKey(0))))
+    say(f"[setup] LoRA r={lora_config.rank}, alpha={lora_config.alpha:g}, dropout={lora_config.dropout:g} on "
+        f"{', '.join(lora_config.targets)}: {n_lora / 1e6:.3f}M trained params; the base is frozen")
   say(f"[setup] model: {n_params / 1e6:.2f}M params, vocab {model_config.vocab_size}; data: "
       f"{len(data['sft'])} warm-start examples, {len(data['rl'])} RL prompts, {len(data['eval'])} held-out")
   pool = grading.WorkerPool(cfg.grading_workers) if grade_fn is None and cfg.grading_workers > 0 else None
