@@ -17,6 +17,10 @@ runs every implementation once, in turn, after warm-up):
   trainer    ``training.update.make_train_step`` (NGRPO objective, AdamW, 2 minibatches) on the rollout batch:
              pre-port | HEAD | HEAD with rank-16 LoRA on every projection (informative: a different computation)
 
+Before timing, the script compares the StableHLO (``jit(...).lower(...).as_text()``, no debug info) of the
+prefill, the hand-written step and the trainer step with the pre-port code's: "identical" means XLA compiles
+the same program, so any timing difference is noise of the machine.
+
 Ratios are median over rounds of (time / pre-port time): 1.00 = same speed, > 1 slower than before the port.
 
   python benchmarks/port_benchmark.py --cases TINY,SMALL [--repeats 7] [--baseline <commit>]
@@ -136,6 +140,12 @@ def build(pkg, shape: configs.ModelShape, args, *, nnx_path=False, lora_rank=0):
     jax.block_until_ready(value)
 
   out["step"] = step
+  # StableHLO of the compiled pieces (no debug info), to check that the port changed no computation.
+  hlo = {"prefill": lambda: sampling._prefill.lower(   # pylint: disable=protected-access
+             prepared, prompts, pmask, config=config, cache_len=args.prompt_len + args.new_tokens,
+             num_samples=args.group).as_text(),
+         "step": lambda: hand_step.lower(holder["state"], holder["opt"], batch).as_text()}
+  out["_hlo"] = hlo
   if nnx_path:
     return out
   for key, rank in (("trainer", 0), ("trainer_lora", lora_rank)):
@@ -153,6 +163,8 @@ def build(pkg, shape: configs.ModelShape, args, *, nnx_path=False, lora_rank=0):
       jax.block_until_ready(metrics["loss"])
 
     out[key] = train
+    if key == "trainer":
+      hlo["trainer"] = lambda st=st, train_step=train_step: train_step.lower(st["s"], batch).as_text()
   return out
 
 
@@ -194,6 +206,14 @@ def main():
     built = {"pre-port": build(preport, shape, args), "functional": build(ngrpo_jax, shape, args, lora_rank=16),
              "nnx": build(ngrpo_jax, shape, args, nnx_path=True)}
     built["lora r16"] = {"trainer": built["functional"].pop("trainer_lora")}
+    hlo = {impl: built[impl].pop("_hlo") for impl in ("pre-port", "functional", "nnx")}
+    same = []
+    for piece in ("prefill", "step", "trainer"):
+      base = hlo["pre-port"][piece]()
+      for impl in ("functional", "nnx"):
+        if piece in hlo[impl]:
+          same.append(f"{piece} {impl}: {'identical' if hlo[impl][piece]() == base else 'DIFFERENT'}")
+    print(f"\n{name}: StableHLO vs pre-port — " + "; ".join(same))
     fns = {(what, impl): built[impl][what] for what, impls in rows for impl in impls}
     for fn in fns.values():
       fn()
