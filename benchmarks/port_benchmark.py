@@ -18,8 +18,9 @@ runs every implementation once, in turn, after warm-up):
              pre-port | HEAD | HEAD with rank-16 LoRA on every projection (informative: a different computation)
 
 Before timing, the script compares the StableHLO (``jit(...).lower(...).as_text()``, no debug info) of the
-prefill, the hand-written step and the trainer step with the pre-port code's: "identical" means XLA compiles
-the same program, so any timing difference is noise of the machine.
+prefill, the hand-written step and the trainer step with the pre-port code's, ignoring the output names
+(``jax.result_info``): "identical" means XLA compiles the same program, so any timing difference is noise of
+the machine.
 
 Ratios are median over rounds of (time / pre-port time): 1.00 = same speed, > 1 slower than before the port.
 
@@ -57,6 +58,12 @@ def extract_preport(commit: str, into: pathlib.Path) -> str:
     text = path.read_text()
     path.write_text(re.sub(r"\bngrpo_jax\b", PREPORT, text))
   return sha
+
+
+def _program(stablehlo: str) -> str:
+  """StableHLO text without the output names (``jax.result_info``: an ``nnx.State`` leaf is named
+  ``...['kernel'].value``, a dict leaf ``...['kernel']``), i.e. only the computation."""
+  return re.sub(r'\{jax\.result_info = "[^"]*"\}', "", stablehlo)
 
 
 def _time_call(fn, *args):
@@ -209,10 +216,10 @@ def main():
     hlo = {impl: built[impl].pop("_hlo") for impl in ("pre-port", "functional", "nnx")}
     same = []
     for piece in ("prefill", "step", "trainer"):
-      base = hlo["pre-port"][piece]()
+      base = _program(hlo["pre-port"][piece]())
       for impl in ("functional", "nnx"):
         if piece in hlo[impl]:
-          same.append(f"{piece} {impl}: {'identical' if hlo[impl][piece]() == base else 'DIFFERENT'}")
+          same.append(f"{piece} {impl}: {'identical' if _program(hlo[impl][piece]()) == base else 'DIFFERENT'}")
     print(f"\n{name}: StableHLO vs pre-port — " + "; ".join(same))
     fns = {(what, impl): built[impl][what] for what, impls in rows for impl in impls}
     for fn in fns.values():
