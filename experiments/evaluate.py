@@ -122,7 +122,8 @@ def load_trainer_policy(path, *, dtype: str = "float32"):
   ``path`` is a trainer workdir (latest checkpoint), its ``checkpoints/`` folder (latest) or one step
   folder. The model config is rebuilt from the workdir's ``config.json`` (``model`` section: a HF
   ``init_from`` directory, or the sizes of a from-scratch model over the synthetic tokenizer); the
-  policy params are the checkpoint's ``state/params/policy``.
+  policy params are the checkpoint's ``state/params/policy`` (a LoRA run's: ``state/ref_params`` with the
+  adapters ``state/params/lora`` merged in).
   """
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
@@ -149,9 +150,16 @@ def load_trainer_policy(path, *, dtype: str = "float32"):
   restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
   manager.close()
   try:
-    params = restored["state"]["params"]["policy"]
+    trained = restored["state"]["params"]
+    if "lora" in trained:                  # a LoRA run: the frozen base (ref_params) + the adapters, merged
+      lora_config = config_lib.ModelSpec(**{k: tuple(v) if isinstance(v, list) else v
+                                            for k, v in model_spec.items()}).lora_config()
+      params = models.lora.merge_params(restored["state"]["ref_params"], trained["lora"], lora_config)
+    else:
+      params = trained["policy"]
   except (KeyError, TypeError):
-    raise ValueError(f"trainer checkpoint {ckpt_dir}/{step} has no params/policy") from None
+    raise ValueError(f"trainer checkpoint {ckpt_dir}/{step} has no params/policy (nor LoRA params/lora and "
+                     "ref_params)") from None
   jdtype = jnp.dtype(dtype)
   params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jdtype), params)
   if model_spec.get("init_from"):

@@ -19,6 +19,15 @@ the table gives, per device (MiB or GiB):
   total      params + grads + opt + max(act | act_remat, per --remat) (training; the KV cache is live only
              while sampling, so it is reported separately)
 
+LoRA (``--lora_rank=R``, ``--lora_targets=q_proj,...``; ``models.lora``): a second table compares full
+fine-tuning with LoRA per device: the frozen base params stay (in ``--param_dtype``), but gradients and AdamW
+moments exist only for the adapters (float32), and the KL reference is the frozen base itself instead of a
+second copy of the weights (``ref``: full fine-tuning with a KL term keeps one). Activations are the same
+estimate in both (the adapters add [N, R] per targeted projection, negligible). Example (one and eight 80 GB GPUs):
+
+  python -m experiments.plan_memory --config=qwen2.5-math-7b --num_devices=1 --meshes=data=1 --lora_rank=64
+  python -m experiments.plan_memory --config=qwen2.5-math-7b --meshes=fsdp=8 --lora_rank=64
+
 How: every number comes from ``jax.eval_shape``. Params / grads / optimiser state are global shapes divided by
 their ``PartitionSpec`` (``NamedSharding.shard_shape``). Activations are the residuals of ``jax.vjp`` of the
 training loss (hidden states → chunked token log-probs → policy loss) evaluated for the per-device slice of the
@@ -56,6 +65,10 @@ _PARAM_DTYPE = flags.DEFINE_string("param_dtype", "float32", "Master params dtyp
 _COMPUTE_DTYPE = flags.DEFINE_string("compute_dtype", "bfloat16", "Forward / backward / KV cache dtype.")
 _CHUNK = flags.DEFINE_integer("logprob_chunk", 128, "Time chunk of the token log-prob computation.")
 _REMAT = flags.DEFINE_bool("remat", True, "Whether the total uses the rematerialised activations.")
+_LORA_RANK = flags.DEFINE_integer("lora_rank", 0, "LoRA rank: also print the full fine-tuning vs LoRA table (0: off).")
+_LORA_TARGETS = flags.DEFINE_list("lora_targets", ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                                   "down_proj"], "Projections with adapters (with --lora_rank).")
+_DEVICE_GIB = flags.DEFINE_float("device_gib", 80.0, "Device memory (GiB) the LoRA table checks the totals against.")
 
 # Hugging Face config.json values of the two models the paper family uses.
 KNOWN_CONFIGS = {
@@ -197,6 +210,62 @@ def plan(config, spec, *, num_devices=8, micro_batch=8, prompt_len=1024, respons
   return out
 
 
+def plan_lora(config, spec, lora_config, *, num_devices=8, micro_batch=8, prompt_len=1024, response_len=3072,
+              rollout_rows=64, chunk=128, remat=True) -> dict:
+  """Per-device bytes of full fine-tuning vs LoRA (``lora.LoRAConfig``) on one mesh spec.
+
+  Returns ``{"full": {...}, "lora": {...}, "saved": bytes}``; each plan has ``params`` (LoRA: frozen base +
+  adapters), ``grads``, ``opt`` (LoRA: adapters only, float32), ``ref`` (the KL reference's extra copy: the
+  params for full fine-tuning, 0 for LoRA, whose reference is the frozen base), ``act`` (as in :func:`plan`,
+  remat per ``remat``), ``kv_cache`` and ``total`` = params + grads + opt + ref + act.
+  """
+  from ngrpo_jax.models import lora as lora_lib  # pylint: disable=g-import-not-at-top
+  from ngrpo_jax.training import state as state_lib  # pylint: disable=g-import-not-at-top
+  base = plan(config, spec, num_devices=num_devices, micro_batch=micro_batch, prompt_len=prompt_len,
+              response_len=response_len, rollout_rows=rollout_rows, chunk=chunk, remat=remat)
+  act = base["act_remat"] if remat else base["act"]
+  full = {"params": base["params"], "grads": base["grads"], "opt": base["opt"], "ref": base["params"], "act": act,
+          "kv_cache": base["kv_cache"]}
+  mesh = abstract_mesh(spec, num_devices)
+  params = jax.eval_shape(lambda: qwen2.init_params(config, jax.random.PRNGKey(0)))
+  adapters = lora_lib.abstract_lora_params(params, lora_config)
+  a_sh = sharding.param_shardings(config, adapters, mesh)          # replicated (tiny)
+  adapter_bytes = sharding.per_device_bytes(adapters, a_sh)
+  opt, _ = state_lib.make_optimizer(state_lib.OptimConfig(learning_rate=1e-6), 1e-6)
+  opt_state = jax.eval_shape(opt.init, adapters)
+  lora_plan = {"params": base["params"] + adapter_bytes, "grads": adapter_bytes,
+               "opt": sharding.per_device_bytes(opt_state, sharding.follow_params_shardings(opt_state, adapters, a_sh,
+                                                                                            mesh)),
+               "ref": 0, "act": act, "kv_cache": base["kv_cache"],
+               "adapter_params": lora_lib.num_lora_params(adapters)}
+  for p in (full, lora_plan):
+    p["total"] = p["params"] + p["grads"] + p["opt"] + p["ref"] + p["act"]
+  return {"full": full, "lora": lora_plan, "saved": full["total"] - lora_plan["total"]}
+
+
+def format_lora_table(config_name, lora_config, results: dict, args: dict, device_gib: float = 80.0) -> str:
+  """The full fine-tuning vs LoRA table of :func:`plan_lora` results (one row pair per mesh)."""
+  cols = ("params", "grads", "opt", "ref", "act", "total")
+  some = next((r for r in results.values() if not isinstance(r, str)), None)
+  n_adapter = some["lora"]["adapter_params"] if some else 0
+  lines = [f"{config_name}: full fine-tuning vs LoRA r={lora_config.rank} on {', '.join(lora_config.targets)} "
+           f"({n_adapter / 1e6:.1f}M adapter params); per device on {args['num_devices']} device(s); 'ref' = the KL "
+           f"reference's copy; total = params + grads + opt + ref + act{' (remat)' if args['remat'] else ''}; "
+           f"fits = total + kv_cache <= {device_gib:g} GiB",
+           f"{'mesh':<26}{'':<6}" + "".join(f"{c:>14}" for c in cols) + f"{'saved':>14}{'fits':>6}"]
+  for spec, r in results.items():
+    if isinstance(r, str):
+      lines.append(f"{spec:<26}  does not fit: {r}")
+      continue
+    for kind in ("full", "lora"):
+      p = r[kind]
+      fits = "yes" if p["total"] + p["kv_cache"] <= device_gib * 2**30 else "no"
+      saved = _fmt(r["saved"]) if kind == "lora" else ""
+      lines.append(f"{spec if kind == 'full' else '':<26}{kind:<6}" + "".join(f"{_fmt(p[c]):>14}" for c in cols)
+                   + f"{saved:>14}{fits:>6}")
+  return "\n".join(lines)
+
+
 def _fmt(n: int) -> str:
   return f"{n / 2**30:8.2f} GiB" if n >= 2**30 else f"{n / 2**20:8.1f} MiB"
 
@@ -229,6 +298,17 @@ def main(argv):
       results[spec] = str(e)
   print(format_table(_CONFIG.value, results, dict(args, param_dtype=_PARAM_DTYPE.value,
                                                   compute_dtype=_COMPUTE_DTYPE.value)))
+  if _LORA_RANK.value > 0:
+    from ngrpo_jax.models import lora as lora_lib  # pylint: disable=g-import-not-at-top
+    lora_config = lora_lib.LoRAConfig(rank=_LORA_RANK.value, targets=tuple(_LORA_TARGETS.value))
+    lora_results = {}
+    for spec in _MESHES.value:
+      try:
+        lora_results[spec] = plan_lora(config, spec, lora_config, **args)
+      except ValueError as e:
+        lora_results[spec] = str(e)
+    print()
+    print(format_lora_table(_CONFIG.value, lora_config, lora_results, args, _DEVICE_GIB.value))
 
 
 if __name__ == "__main__":

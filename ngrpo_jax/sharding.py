@@ -24,6 +24,7 @@ Partition rules for Qwen2 (stacked layers, leading ``[L]`` axis never split — 
   gate/up_proj.kernel [L, D, F]        P(None, fsdp, tensor)   column parallel (intermediate)
   down_proj.kernel    [L, F, D]        P(None, tensor, fsdp)   row parallel
   *layernorm.scale [L, D], norm.scale [D], value head            replicated (tiny)
+  <proj>.lora.lora_a [L, in, r], lora_b [L, r, out]               replicated (LoRA adapters, tiny)
 
 GQA with fewer KV heads than the tensor axis (e.g. Qwen2.5-Math-7B: K = 4 on tensor = 8): the k/v
 projections (and the KV cache) are REPLICATED along ``tensor`` — each tensor shard recomputes all K heads,
@@ -196,6 +197,7 @@ _RULES = (
     (r"(^|/)mlp/down_proj/kernel$", "row"),
     (r"(^|/)(input_layernorm|post_attention_layernorm|norm)/scale$", "replicated"),
     (r"(^|/)value/(kernel|bias)$", "replicated"),
+    (r"(^|/)lora/lora_[ab]$", "replicated"),           # LoRA adapters (models.lora): small, replicated
 )
 
 

@@ -84,3 +84,29 @@ def test_planner_table_for_known_configs():
                                    dict(num_devices=8, micro_batch=8, prompt_len=1024, response_len=3072,
                                         rollout_rows=64, param_dtype="float32", compute_dtype="bfloat16"))
   assert "fsdp=8" in table and "does not fit" in table
+
+
+@pytest.mark.parametrize("spec, num_devices", [("data=1", 1), ("fsdp=8", 8)])
+def test_lora_plan_keeps_grads_and_optimizer_state_for_the_adapters_only(spec, num_devices):
+  """Qwen2.5-Math-7B with rank-64 adapters on all seven projections, on one and on eight devices."""
+  from ngrpo_jax.models import lora  # pylint: disable=g-import-not-at-top
+  config = plan_memory.load_config("qwen2.5-math-7b")
+  lc = lora.LoRAConfig(rank=64)
+  r = plan_memory.plan_lora(config, spec, lc, num_devices=num_devices, micro_batch=8, prompt_len=1024,
+                            response_len=3072)
+  full, low = r["full"], r["lora"]
+  L, D, F, K = 28, 3584, 18944, 4 * 128
+  n_adapter = L * 64 * ((D + D) * 2 + (D + K) * 2 + (D + F) * 3)     # q, o; k, v; gate, up, down
+  assert low["adapter_params"] == n_adapter
+  adapter_bytes = 4 * n_adapter                                      # float32, replicated
+  assert low["grads"] == adapter_bytes and low["params"] == full["params"] + adapter_bytes
+  assert low["opt"] == pytest.approx(2 * adapter_bytes, abs=64)     # Adam moments (+ step counts)
+  assert full["grads"] == full["params"] and full["opt"] == pytest.approx(2 * full["params"], rel=1e-6)
+  assert full["ref"] == full["params"] and low["ref"] == 0          # LoRA's KL reference is the frozen base
+  assert low["act"] == full["act"]
+  assert r["saved"] == full["total"] - low["total"]
+  # saved = grads + opt + ref of the full model (P + 2P + P) minus the adapters and their grads and moments
+  assert r["saved"] == pytest.approx(4 * full["params"] - 4 * adapter_bytes, rel=1e-6)
+  table = plan_memory.format_lora_table("qwen2.5-math-7b", lc, {spec: r, "tensor=3": "x"},
+                                        dict(num_devices=num_devices, remat=True))
+  assert "saved" in table and "lora" in table and "does not fit" in table

@@ -1,4 +1,6 @@
 """The policy model: Qwen2 in pure JAX, Hugging Face checkpoint I/O, chunked token log-probs."""
+from ngrpo_jax.models import lora
+from ngrpo_jax.models import modules
 from ngrpo_jax.models.hf_checkpoint import load_pretrained
 from ngrpo_jax.models.hf_checkpoint import load_tokenizer
 from ngrpo_jax.models.hf_checkpoint import save_pretrained
@@ -16,5 +18,5 @@ from ngrpo_jax.models.qwen2 import value
 
 __all__ = [
     "KVCache", "Qwen2Config", "forward", "hidden_states", "init_cache", "init_params", "init_value_head",
-    "lm_logits", "load_pretrained", "load_tokenizer", "save_pretrained", "save_tokenizer", "token_logprobs", "value",
+    "lm_logits", "load_pretrained", "lora", "modules", "load_tokenizer", "save_pretrained", "save_tokenizer", "token_logprobs", "value",
 ]

@@ -328,9 +328,14 @@ def _dense(x, p, dtype):
   # The matmul runs on [N, in] with the leading dims flattened: the weight gradient is then a plain 2-D
   # xᵀ·dy, whereas a 3-D [B, T, in] operand makes XLA:CPU materialise a slow 3-D transpose of the
   # activations in the backward pass (slower train steps; measured in docs/benchmarks.md).
-  y = x.reshape(-1, x.shape[-1]) @ p["kernel"].astype(dtype)
+  # An adapter (``models.lora.ScaledLoRA``, a Flax ``nnx.LoRA`` module, itself a pytree) under ``p["lora"]``
+  # adds its low-rank term to the projection: y = x W + b + adapter(x).
+  x2 = x.reshape(-1, x.shape[-1])
+  y = x2 @ p["kernel"].astype(dtype)
   if "bias" in p:
     y = y + p["bias"].astype(dtype)
+  if "lora" in p:
+    y = y + p["lora"](x2).astype(y.dtype)
   return y.reshape(x.shape[:-1] + y.shape[-1:])
 
 

@@ -63,7 +63,8 @@ def _to_tree(state: state_lib.TrainState) -> dict:
 def _from_tree(tree: dict, like: state_lib.TrainState) -> state_lib.TrainState:
   return state_lib.TrainState(step=tree["step"], params=tree["params"], opt_state=tree["opt_state"],
                               rng=tree["rng"], data_position=tree["data_position"],
-                              ref_params=tree.get("ref_params") if like.ref_params is not None else None)
+                              ref_params=tree.get("ref_params") if like.ref_params is not None else None,
+                              lora_config=like.lora_config)
 
 
 class Checkpointer:

@@ -19,6 +19,7 @@ from ngrpo_jax import grading
 from ngrpo_jax import sharding
 from ngrpo_jax.data import prompts as prompts_lib
 from ngrpo_jax.data import synthetic
+from ngrpo_jax.models import lora as lora_lib
 from ngrpo_jax.training import algorithms as algorithms_lib
 from ngrpo_jax.training import rollout as rollout_lib
 from ngrpo_jax.training import sft as sft_lib
@@ -28,7 +29,13 @@ from ngrpo_jax.training import update as update_lib
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-  """The policy: a Qwen2 created from scratch (sizes below) or loaded from a HF directory ``init_from``."""
+  """The policy: a Qwen2 created from scratch (sizes below) or loaded from a HF directory ``init_from``.
+
+  LoRA (``models.lora``; ``lora_rank`` 0 = off, the full model is trained): RL trains only rank-``lora_rank``
+  adapters on the ``lora_targets`` projections (scaled by ``lora_alpha / lora_rank``, default alpha = rank;
+  input dropout ``lora_dropout``); the warm-started base stays frozen and is the KL reference; the export adds
+  a PEFT adapter directory (``<workdir>/peft_adapter``) beside the merged HF weights.
+  """
   init_from: Optional[str] = None
   hidden_size: int = 128
   intermediate_size: int = 384
@@ -37,6 +44,29 @@ class ModelSpec:
   num_key_value_heads: int = 2
   tie_word_embeddings: bool = True
   dtype: str = "float32"
+  lora_rank: int = 0
+  lora_alpha: Optional[float] = None
+  lora_dropout: float = 0.0
+  lora_targets: tuple = lora_lib.TARGETS
+
+  def __post_init__(self):
+    if isinstance(self.lora_rank, bool) or not isinstance(self.lora_rank, int) or self.lora_rank < 0:
+      raise ValueError(f"model.lora_rank must be an int >= 0 (0 = no LoRA), got {self.lora_rank!r}")
+    # "q_proj,v_proj" (the command line gives a string, or a 1-tuple of it) or a sequence of names.
+    items = (self.lora_targets,) if isinstance(self.lora_targets, str) else tuple(self.lora_targets)
+    object.__setattr__(self, "lora_targets", tuple(t.strip() for item in items for t in str(item).split(",")
+                                                   if t.strip()))
+    try:
+      self.lora_config()
+    except ValueError as e:
+      raise ValueError(f"model.lora_*: {e}") from None
+
+  def lora_config(self) -> Optional[lora_lib.LoRAConfig]:
+    """The ``lora.LoRAConfig`` of these settings, or None when ``lora_rank`` is 0."""
+    if self.lora_rank == 0:
+      return None
+    return lora_lib.LoRAConfig(rank=self.lora_rank, alpha=self.lora_alpha, dropout=self.lora_dropout,
+                               targets=self.lora_targets)
 
 
 @dataclasses.dataclass(frozen=True)

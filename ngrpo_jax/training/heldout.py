@@ -13,6 +13,7 @@ from ngrpo_jax import metrics
 from ngrpo_jax import sharding
 from ngrpo_jax.data import prompts as prompts_lib
 from ngrpo_jax.training import config as config_lib
+from ngrpo_jax.training import state as state_lib
 
 ExperimentConfig, TaskSpec = config_lib.ExperimentConfig, config_lib.TaskSpec
 
@@ -150,7 +151,7 @@ def evaluate_policy(r, state, tag: str) -> dict:
     shutil.rmtree(out_dir)
   if not main:
     out_dir = pathlib.Path(tempfile.mkdtemp(prefix=f"eval_{tag}_p{jax.process_index()}_"))
-  result = evaluate_heldout(state.params["policy"], r.model_config, r.tokenizer, r.data["eval"], r.cfg, out_dir,
+  result = evaluate_heldout(state_lib.policy_params(state), r.model_config, r.tokenizer, r.data["eval"], r.cfg, out_dir,
                             grade_fn=r.grader, policy_step=step, summary_path=path if main else None,
                             metadata={"label": f"{r.cfg.name} ({tag} RL)", "tag": tag},
                             log=lambda msg: r.say(f"[eval:{tag}] {msg}"))

@@ -18,7 +18,10 @@ workdir:
   <workdir>/summary.json          before / after, gains (``paired_gain``: paired-bootstrap CIs and p-values), the
                                   time per phase and ``rl_breakdown`` (this invocation's RL step time by phase
                                   and XLA compilations in / after warm-up)
-  <workdir>/hf_export/            the final policy as a Hugging Face checkpoint (+ tokenizer)
+  <workdir>/hf_export/            the final policy as a Hugging Face checkpoint (+ tokenizer; with LoRA the merged
+                                  weights)
+  <workdir>/peft_adapter/         with LoRA (``model.lora_rank`` > 0): the trained adapters in peft's format
+                                  (``adapter_config.json`` + ``adapter_model.safetensors``) for the base model
 
 Sharding (``ExperimentConfig.mesh``, e.g. ``"data=2,fsdp=2,tensor=2"``): the train state is placed with
 ``sharding.train_state_shardings``, the update jits with explicit in/out shardings and donation, every batch
@@ -151,6 +154,12 @@ def _setup(cfg, workdir: pathlib.Path, stream, grade_fn) -> Run:
     sharding.validate_mesh_for_config(model_config, mesh)
   data = builders.build_data(cfg.task, tokenizer, cfg.seed)
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(init_params))
+  lora_config = cfg.model.lora_config()
+  if lora_config is not None:
+    n_lora = models.lora.num_lora_params(jax.eval_shape(
+        lambda: models.lora.init_lora_params(init_params, lora_config, jax.random.PRNGKey(0))))
+    say(f"[setup] LoRA r={lora_config.rank}, alpha={lora_config.alpha:g}, dropout={lora_config.dropout:g} on "
+        f"{', '.join(lora_config.targets)}: {n_lora / 1e6:.3f}M trained params; the base is frozen")
   say(f"[setup] model: {n_params / 1e6:.2f}M params, vocab {model_config.vocab_size}; data: "
       f"{len(data['sft'])} warm-start examples, {len(data['rl'])} RL prompts, {len(data['eval'])} held-out")
   pool = grading.WorkerPool(cfg.grading_workers) if grade_fn is None and cfg.grading_workers > 0 else None
@@ -175,9 +184,16 @@ def _initial_state(r: Run):
   optimizer, schedule = state_lib.make_optimizer(builders.optimizer_config(cfg), builders.peak_learning_rate(cfg))
   value_params = models.init_value_head(r.model_config, jax.random.PRNGKey(cfg.seed + 17)) if algo.uses_critic \
       else None
-  make = lambda policy: state_lib.create_train_state(policy, optimizer, jax.random.PRNGKey(cfg.seed),
-                                                     value_params=value_params, keep_reference=algo.uses_reference,
-                                                     controllers=algo.initial_controllers())
+  lora_config = cfg.model.lora_config()
+
+  def make(policy):
+    # LoRA: fresh adapters (B = 0) on the frozen warm-started policy; only they are trained.
+    adapters = None if lora_config is None else models.lora.init_lora_params(
+        policy, lora_config, jax.random.PRNGKey(cfg.seed + 23))
+    return state_lib.create_train_state(policy, optimizer, jax.random.PRNGKey(cfg.seed), value_params=value_params,
+                                        keep_reference=algo.uses_reference, controllers=algo.initial_controllers(),
+                                        lora_params=adapters, lora_config=lora_config)
+
   template = make(r.init_params)
   state_sh = None if r.mesh is None else sharding.train_state_shardings(r.model_config, template, r.mesh)
   state, meta = r.ckpt.restore_latest(template, shardings=state_sh, log=r.say)
@@ -289,13 +305,15 @@ def _diagnose(r: Run, algo):
   every = r.cfg.group_grad_norm_every
   if every <= 0:
     return None
-  norms = update_lib.make_group_grad_norms(r.model_config, algo, r.cfg.learner)
+  norms = update_lib.make_group_grad_norms(r.model_config, algo, r.cfg.learner,
+                                          lora_config=r.cfg.model.lora_config())
 
   def diagnose(state, inputs):
     if int(state.step) % every:
       return {}
     t0 = time.perf_counter()
-    return {**jax.device_get(norms(state.params, inputs)), "time/diagnostics": time.perf_counter() - t0}
+    frozen = state.ref_params if state.lora_config is not None else None
+    return {**jax.device_get(norms(state.params, inputs, frozen)), "time/diagnostics": time.perf_counter() - t0}
 
   return diagnose
 
@@ -322,9 +340,13 @@ def place_batch(batch: dict, mesh) -> dict:
 def _finish(r: Run, state, before: dict, after: dict, rl_breakdown: dict) -> dict:
   main = sharding.is_main_process()
   if r.cfg.export_hf:
-    policy = sharding.gather_to_host(state.params["policy"])    # a collective on several processes
+    policy = sharding.gather_to_host(state_lib.policy_params(state))    # a collective on several processes
+    adapters = None if state.lora_config is None else sharding.gather_to_host(state.params["lora"])
     if main:
       checkpoint_lib.export_hf(r.workdir / "hf_export", r.model_config, policy, r.tokenizer)
+      if adapters is not None:      # LoRA: the adapters alone, in peft's format, for the base model
+        models.lora.save_peft_adapter(r.workdir / "peft_adapter", adapters, state.lora_config,
+                                      base_model_name_or_path=r.cfg.model.init_from)
   drop = ("per_problem_correct", "settings", "auc_definition", "label", "tag")
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(r.init_params))
   summary = {

@@ -73,8 +73,10 @@ def rl_step(state: state_lib.TrainState, parts: StepParts, lookahead: int = 1):
   stats, n = rollout_lib.DrawStats(), parts.rollout.groups_per_batch
   # Draw and grade: G responses per prompt (the policy in the sampler's decode layout, made once per step),
   # graded on a background thread; dynamic sampling refills until `keep` accepts n groups.
+  # The policy's full weights, once per policy update (with LoRA: base + adapters merged).
+  policy = state_lib.policy_params(state)
   draws = rollout_lib.draw_groups(
-      parts.sample, parts.grade, parts.decode, sampling.prepare_params(state.params["policy"]), parts.stream,
+      parts.sample, parts.grade, parts.decode, sampling.prepare_params(policy), parts.stream,
       int(state.data_position), key, cfg=parts.rollout, reward=parts.reward, pad_id=parts.pad_id, stats=stats,
       max_draws=parts.max_draws, lookahead=min(lookahead, parts.max_draws))
   groups = rollout_lib.fill(draws, parts.keep, n, stats)                  # [n, G], padding groups invalid
@@ -85,7 +87,8 @@ def rl_step(state: state_lib.TrainState, parts: StepParts, lookahead: int = 1):
                  seen.correct.sum(-1))
   # Pack → score (old / reference log-probs, values) → advantages, all fixed-shape.
   batch = batch_lib.pack(groups, parts.rollout, parts.pad_id)
-  batch = parts.score(state.params, state.ref_params, batch)
+  batch = parts.score({**state.params, "policy": policy}, state.ref_params, batch)
+  del policy
   controllers = jax.device_get(state.controllers) if state.controllers is not None else None
   batch = parts.advantages(batch, controllers)
   metrics = {**rollout_lib.draw_metrics(stats, groups),
@@ -111,7 +114,7 @@ def rl_step(state: state_lib.TrainState, parts: StepParts, lookahead: int = 1):
   metrics.update({"time/update": seconds, "data_position": position, "tokens_per_sec/update":
                   float(batch["attention_mask"].sum()) * parts.update_epochs / max(seconds, 1e-9)})
   if parts.check_direction is not None:
-    new = parts.check_direction(state.params["policy"], jnp.asarray(batch["tokens"]),
+    new = parts.check_direction(state_lib.policy_params(state), jnp.asarray(batch["tokens"]),
                                 jnp.asarray(batch["attention_mask"]))
     metrics.update(direction_metrics(batch, np.asarray(jax.device_get(new["logp"]), np.float32)))
   return state, metrics

@@ -25,6 +25,7 @@ import optax
 from ngrpo_jax import losses
 from ngrpo_jax import sharding
 from ngrpo_jax.models import logprobs as logprobs_lib
+from ngrpo_jax.models import lora as lora_lib
 from ngrpo_jax.models import qwen2
 from ngrpo_jax.training import algorithms as algorithms_lib
 from ngrpo_jax.training import objective as objective_lib
@@ -120,21 +121,38 @@ def score_tokens(params, model_config, tokens, attention_mask, *, chunk_size: Op
   return out
 
 
-def make_loss_fn(model_config, algo: algorithms_lib.Algorithm, cfg: UpdateConfig, seq_len: int):
-  """``loss_fn(params, micro_batch, normalizer) -> (loss, aux)``: the algorithm's objective on one micro-batch.
+def policy_for_loss(params, frozen=None, lora_config=None, dropout_rng=None):
+  """The policy weights a loss differentiates: ``params["policy"]``, or with LoRA the frozen base ``frozen``
+  with the adapters ``params["lora"]`` attached (``lora.with_adapters``; gradients reach only the adapters;
+  input dropout when ``dropout_rng`` is given)."""
+  if lora_config is None:
+    return params["policy"]
+  if frozen is None:
+    raise ValueError("a LoRA loss needs the frozen base params (the train state's ref_params)")
+  return lora_lib.with_adapters(frozen, params["lora"], lora_config, dropout_rng=dropout_rng)
+
+
+def make_loss_fn(model_config, algo: algorithms_lib.Algorithm, cfg: UpdateConfig, seq_len: int,
+                 lora_config: Optional[lora_lib.LoRAConfig] = None):
+  """``loss_fn(params, micro_batch, normalizer, frozen=None) -> (loss, aux)``: the algorithm's objective on one
+  micro-batch.
 
   The forward pass computes the model outputs the objective's terms need (``logp`` always, ``entropy`` and
   the value head's ``values`` when a term reads them). ``normalizer`` is ``losses.batch_normalizer`` of the
   whole minibatch, so micro-batch losses (and their gradients) sum exactly to the minibatch loss.
+  With ``lora_config``, ``params["lora"]`` are adapters on the frozen base ``frozen`` (already in the compute
+  dtype); their input dropout draws from the micro-batch's ``rng``.
   """
   objective = objective_lib.make_objective(algo.objective, algo.aggregation, cfg.const_len or (seq_len - 1))
   wants = objective_lib.needs(algo.objective)
   compute_dtype = jnp.bfloat16 if cfg.compute_dtype == "bfloat16" else jnp.float32
   mcfg = model_config_for(model_config, cfg)
 
-  def loss_fn(params, mb, normalizer):
+  def loss_fn(params, mb, normalizer, frozen=None):
     p = params if compute_dtype == jnp.float32 else _cast_floating(params, compute_dtype)
-    out = score_tokens(p["policy"], mcfg, mb["tokens"], mb["attention_mask"], chunk_size=cfg.logprob_chunk_size,
+    dropout_rng = jax.random.fold_in(mb["rng"], 0x10A) if lora_config is not None and "rng" in mb else None
+    policy = policy_for_loss(p, frozen, lora_config, dropout_rng)
+    out = score_tokens(policy, mcfg, mb["tokens"], mb["attention_mask"], chunk_size=cfg.logprob_chunk_size,
                        value_params=p.get("value") if "values" in wants else None,
                        with_entropy="entropy" in wants, unroll_layers=cfg.unroll_layers)
     out = {k: v.astype(jnp.float32) for k, v in out.items()}
@@ -187,8 +205,13 @@ def make_train_step(model_config, algo: algorithms_lib.Algorithm, cfg: UpdateCon
     if n_rows % (m * u):
       raise ValueError(f"batch rows ({n_rows}) must be divisible by num_minibatches * num_microbatches "
                        f"({m} * {u})")
-    loss_fn = make_loss_fn(model_config, algo, cfg, seq_len)
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    loss_fn = make_loss_fn(model_config, algo, cfg, seq_len, state.lora_config)
+    if state.lora_config is not None:
+      # LoRA: only the adapters (and a value head) are differentiated; the frozen base is cast once.
+      frozen = state.ref_params if cfg.compute_dtype == "float32" else _cast_floating(state.ref_params, jnp.bfloat16)
+      grad_fn = jax.value_and_grad(lambda p, mb, n: loss_fn(p, mb, n, frozen), has_aux=True)
+    else:
+      grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
     shuffle_key = jax.random.fold_in(jnp.asarray(state.rng, jnp.uint32), 0x5EED)
     perms = [jax.random.permutation(jax.random.fold_in(shuffle_key, e), n_rows) for e in range(cfg.ppo_epochs)]
@@ -265,8 +288,9 @@ def _jit(train_step, mesh, state_shardings):
 
 
 def make_group_grad_norms(model_config, algo: algorithms_lib.Algorithm, cfg: UpdateConfig, *,
-                          jit: bool = True):
-  """``fn(params, batch) -> {grad_norm/<kind>, grad_share/<kind>}`` for kinds mixed / all_correct / all_wrong.
+                          jit: bool = True, lora_config: Optional[lora_lib.LoRAConfig] = None):
+  """``fn(params, batch, frozen=None) -> {grad_norm/<kind>, grad_share/<kind>}`` for kinds mixed / all_correct
+  / all_wrong (with ``lora_config``: gradients of the adapters ``params["lora"]`` on the frozen base ``frozen``).
 
   g_k = ∇_θ L_pg(θ; A · 1[kind = k]) on the rollout batch at θ = θ_old (L_pg: the objective's first term
   that reads only log-probs and advantages) (ratio 1, where the surrogate is
@@ -279,11 +303,12 @@ def make_group_grad_norms(model_config, algo: algorithms_lib.Algorithm, cfg: Upd
     raise ValueError(f"algorithm {algo.name!r} has no policy-gradient term (one that reads only logp, old_logp, "
                      "advantages and old_entropy) to measure per-kind gradient norms of")
 
-  def fn(params, batch):
+  def fn(params, batch, frozen=None):
     policy_objective = objective_lib.make_objective(pg_terms[:1], algo.aggregation,
                                                     cfg.const_len or (batch["tokens"].shape[1] - 1))
 
-    def pg_loss(policy, adv):
+    def pg_loss(trained, adv):
+      policy = trained if lora_config is None else policy_for_loss({"lora": trained}, frozen, lora_config)
       out = score_tokens(policy, mcfg, batch["tokens"], batch["attention_mask"],
                          chunk_size=cfg.logprob_chunk_size, with_entropy=False,
                          unroll_layers=cfg.unroll_layers)
@@ -294,7 +319,8 @@ def make_group_grad_norms(model_config, algo: algorithms_lib.Algorithm, cfg: Upd
     kinds = jnp.arange(len(GROUP_KINDS))[:, None, None]
     adv_by_kind = batch["advantages"][None] * (batch["group_kind"][None, :, None] == kinds)
     # One traced backward pass mapped over the kinds (one compile, sequential in memory).
-    norm_list = jax.lax.map(lambda adv: optax.global_norm(jax.grad(pg_loss)(params["policy"], adv)), adv_by_kind)
+    trained = params["policy"] if lora_config is None else params["lora"]
+    norm_list = jax.lax.map(lambda adv: optax.global_norm(jax.grad(pg_loss)(trained, adv)), adv_by_kind)
     norms = {kind: norm_list[i] for i, kind in enumerate(GROUP_KINDS)}
     total = sum(norms.values())
     out = {}
