@@ -94,3 +94,23 @@ def test_valid_weights_with_a_gap_or_overlap_are_refused(weights):
   path.write_bytes(len(text).to_bytes(8, "little") + text + raw[8 + n:])
   with pytest.raises(ValueError, match=rf"{path} is not a valid safetensors file: tensor"):
     models.load_pretrained(weights)
+
+
+def test_controllers_are_saved_and_restored_and_an_older_checkpoint_without_them_restores(tmp_path):
+  """The adaptive coefficients (KL-in-reward ``kl_coef``, adaptive entropy) resume with the run."""
+  opt, _ = state_lib.make_optimizer(state_lib.OptimConfig(), 1e-3)
+  make = lambda c: state_lib.create_train_state(qwen2.init_params(CFG, jax.random.PRNGKey(0)), opt, 0,
+                                                controllers=c)
+  ckpt = checkpoint.Checkpointer(tmp_path / "ckpt", keep=3)
+  adapted = make({"kl_coef": 0.5, "entropy_coef": 0.01}).replace(step=jax.numpy.asarray(3, jax.numpy.int32))
+  adapted = adapted.replace(controllers={"entropy_coef": jax.numpy.float32(0.037), "kl_coef": jax.numpy.float32(0.25)})
+  ckpt.save(adapted, {})
+  restored, _ = ckpt.restore_latest(make({"kl_coef": 0.5, "entropy_coef": 0.01}))
+  assert {k: float(v) for k, v in restored.controllers.items()} == {"entropy_coef": np.float32(0.037),
+                                                                    "kl_coef": 0.25}
+  old = checkpoint.Checkpointer(tmp_path / "old", keep=3)
+  old.save(_state(1), {})                               # a state without controllers (as older checkpoints)
+  restored, _ = old.restore_latest(make({"kl_coef": 0.5}))
+  assert int(restored.step) == 1 and float(restored.controllers["kl_coef"]) == 0.5
+  ckpt.close()
+  old.close()

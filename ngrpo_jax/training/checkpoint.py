@@ -13,6 +13,7 @@ import sys
 import tempfile
 from typing import Any, Callable, Optional, Sequence
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -57,6 +58,8 @@ def _to_tree(state: state_lib.TrainState) -> dict:
           "data_position": state.data_position}
   if state.ref_params is not None:
     tree["ref_params"] = state.ref_params
+  if state.controllers is not None:   # adaptive coefficients (KL-in-reward, adaptive entropy) resume with the run
+    tree["controllers"] = state.controllers
   return tree
 
 
@@ -64,6 +67,7 @@ def _from_tree(tree: dict, like: state_lib.TrainState) -> state_lib.TrainState:
   return state_lib.TrainState(step=tree["step"], params=tree["params"], opt_state=tree["opt_state"],
                               rng=tree["rng"], data_position=tree["data_position"],
                               ref_params=tree.get("ref_params") if like.ref_params is not None else None,
+                              controllers=tree.get("controllers", like.controllers),
                               lora_config=like.lora_config)
 
 
@@ -148,11 +152,16 @@ class Checkpointer:
   def restore(self, step: int, like: state_lib.TrainState, shardings=None) -> tuple[state_lib.TrainState, dict]:
     """(state, metadata) of the checkpoint of ``step`` (arguments as :meth:`restore_latest`; no fallback)."""
     tree = _to_tree(like)
+    if "controllers" in tree and not self._saved_has(step, "controllers"):
+      # A checkpoint written before controllers were saved: they restart from ``like``'s (initial) values.
+      logging.warning("checkpoint %s/%d holds no controllers; %s restart from their initial values",
+                      self.directory, step, sorted(tree["controllers"]))
+      del tree["controllers"]
     if shardings is None:
       abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, tree)
     else:
       abstract = jax.tree_util.tree_map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree,
-                                        _to_tree(shardings))
+                                        {k: v for k, v in _to_tree(shardings).items() if k in tree})
     self._check_shapes(step, abstract)
     restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
                                                                    meta=ocp.args.JsonRestore()))
@@ -174,6 +183,15 @@ class Checkpointer:
     log(f"[resume] warning: {what}; moved to {target}; "
         + (f"trying the previous checkpoint (step {max(older)})" if older else "no older checkpoint"))
     return what
+
+  def _saved_has(self, step: int, key: str) -> bool:
+    """Whether the saved state of ``step`` has the top-level entry ``key`` (True when its metadata is unreadable:
+    then orbax reports the problem)."""
+    try:
+      saved = self._manager.item_metadata(step)["state"]
+    except Exception:  # pylint: disable=broad-except
+      return True
+    return saved is None or key in saved
 
   def _check_shapes(self, step: int, abstract) -> None:
     """Compares the saved arrays' shapes with ``abstract`` and raises a ValueError naming the differences."""
