@@ -313,3 +313,16 @@ def test_config_rejects_bad_family_options():
   d = qwen2.Qwen2Config(**kw).to_hf_dict()
   del d["model_type"]
   assert qwen2.Qwen2Config.from_hf_dict(d).model_type == "qwen2"
+
+
+def test_trainer_builds_a_tiny_qwen3_from_its_model_spec():
+  """``ModelSpec(model_type="qwen3", head_dim=...)`` (the cpu.py:ngrpo_qwen3 preset's model) builds a Qwen3."""
+  from experiments.configs import cpu
+  from ngrpo_jax.data import tokenizer as tokenizer_lib
+  from ngrpo_jax.training import builders
+  spec = cpu.build("ngrpo_qwen3").model
+  tokenizer = tokenizer_lib.build_tokenizer()
+  config, params = builders.build_model(spec, tokenizer, seed=0)
+  assert (config.model_type, config.head_dim, config.num_attention_heads, config.hidden_size) == ("qwen3", 48, 4, 128)
+  assert params["layers"]["self_attn"]["k_norm"]["scale"].shape == (3, 48)
+  assert "bias" not in params["layers"]["self_attn"]["q_proj"]
