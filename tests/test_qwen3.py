@@ -326,3 +326,17 @@ def test_trainer_builds_a_tiny_qwen3_from_its_model_spec():
   assert (config.model_type, config.head_dim, config.num_attention_heads, config.hidden_size) == ("qwen3", 48, 4, 128)
   assert params["layers"]["self_attn"]["k_norm"]["scale"].shape == (3, 48)
   assert "bias" not in params["layers"]["self_attn"]["q_proj"]
+
+
+def test_cached_step_updates_the_donated_cache_in_place():
+  """As for Qwen2 (tests/test_qwen2.py): the q/k norms add no copy of the donated [L, ...] cache per step."""
+  config = qwen2.Qwen2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=8,
+                             num_attention_heads=4, num_key_value_heads=2, head_dim=16, model_type="qwen3")
+  params = jax.eval_shape(lambda: qwen2.init_params(config, jax.random.key(0)))
+  cache = jax.eval_shape(lambda: qwen2.init_cache(config, batch_size=4, max_len=512))
+  tokens = jax.ShapeDtypeStruct((4, 1), jnp.int32)
+  step = jax.jit(lambda p, t, c: qwen2.forward(p, config, t, cache=c), donate_argnums=2)
+  memory = step.lower(params, tokens, cache).compile().memory_analysis()
+  one_cache = cache.k.size * cache.k.dtype.itemsize
+  assert memory.alias_size_in_bytes >= 2 * one_cache
+  assert memory.temp_size_in_bytes < one_cache / 2, (memory.temp_size_in_bytes, one_cache)
