@@ -5,7 +5,8 @@ Usage:
       --meshes="fsdp=8" --meshes="fsdp=4,tensor=2" --meshes="data=2,fsdp=2,tensor=2" \
       --micro_batch=8 --prompt_len=1024 --response_len=3072 --rollout_rows=64
 
-``--config`` is ``qwen2.5-0.5b``, ``qwen2.5-math-7b`` or a path to a Hugging Face ``config.json``. For each mesh
+``--config`` is ``qwen2.5-0.5b``, ``qwen2.5-math-7b``, ``qwen3-4b`` or a path to a Hugging Face ``config.json``
+(Qwen2 or Qwen3). For each mesh
 the table gives, per device (MiB or GiB):
 
   params     master params in ``--param_dtype``, split by ``ngrpo_jax.sharding`` partition rules
@@ -52,7 +53,8 @@ import numpy as np
 from ngrpo_jax import sharding
 from ngrpo_jax.models import qwen2
 
-_CONFIG = flags.DEFINE_string("config", "qwen2.5-math-7b", "qwen2.5-0.5b, qwen2.5-math-7b or a config.json path.")
+_CONFIG = flags.DEFINE_string("config", "qwen2.5-math-7b",
+                              "qwen2.5-0.5b, qwen2.5-math-7b, qwen3-4b or a config.json path.")
 _MESHES = flags.DEFINE_multi_string(
     "meshes", ["data=8", "fsdp=8", "fsdp=4,tensor=2", "data=2,fsdp=2,tensor=2", "fsdp=2,tensor=4", "tensor=8"],
     "Mesh specs (repeatable); each must multiply to --num_devices.")
@@ -70,7 +72,8 @@ _LORA_TARGETS = flags.DEFINE_list("lora_targets", ["q_proj", "k_proj", "v_proj",
                                                    "down_proj"], "Projections with adapters (with --lora_rank).")
 _DEVICE_GIB = flags.DEFINE_float("device_gib", 80.0, "Device memory (GiB) the LoRA table checks the totals against.")
 
-# Hugging Face config.json values of the two models the paper family uses.
+# Hugging Face config.json values of the models the paper family uses (Qwen3-4B: the negative-reinforcement
+# paper's second model, https://huggingface.co/Qwen/Qwen3-4B/blob/main/config.json).
 KNOWN_CONFIGS = {
     "qwen2.5-0.5b": dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
                          num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
@@ -78,11 +81,14 @@ KNOWN_CONFIGS = {
     "qwen2.5-math-7b": dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
                             num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=4096,
                             rope_theta=10000.0, tie_word_embeddings=False),
+    "qwen3-4b": dict(model_type="qwen3", vocab_size=151936, hidden_size=2560, intermediate_size=9728,
+                     num_hidden_layers=36, num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+                     max_position_embeddings=40960, rope_theta=1000000.0, tie_word_embeddings=True),
 }
 
 
 def load_config(name_or_path: str, *, param_dtype="float32", compute_dtype="bfloat16") -> qwen2.Qwen2Config:
-  """A ``Qwen2Config`` from a known name or a config.json path."""
+  """A ``Qwen2Config`` (Qwen2 or Qwen3) from a known name (``KNOWN_CONFIGS``) or a config.json path."""
   if name_or_path.lower() in KNOWN_CONFIGS:
     return qwen2.Qwen2Config(**KNOWN_CONFIGS[name_or_path.lower()], dtype=compute_dtype, param_dtype=param_dtype)
   path = pathlib.Path(name_or_path)

@@ -12,7 +12,7 @@ Mesh axes (outermost first)::
   tensor  tensor (Megatron) parallelism: attention heads and the MLP intermediate dimension are split, so
           each device computes its heads / its slice of the SwiGLU, followed by one all-reduce per block.
 
-Partition rules for Qwen2 (stacked layers, leading ``[L]`` axis never split — the layer scan walks it)::
+Partition rules for Qwen2 and Qwen3 (stacked layers, leading ``[L]`` axis never split — the layer scan walks it)::
 
   embed_tokens.embedding [V, D]        P(tensor, fsdp)         vocab-parallel embedding
   lm_head.kernel         [D, V]        P(fsdp, tensor)         vocab-parallel logits
@@ -24,6 +24,7 @@ Partition rules for Qwen2 (stacked layers, leading ``[L]`` axis never split — 
   gate/up_proj.kernel [L, D, F]        P(None, fsdp, tensor)   column parallel (intermediate)
   down_proj.kernel    [L, F, D]        P(None, tensor, fsdp)   row parallel
   *layernorm.scale [L, D], norm.scale [D], value head            replicated (tiny)
+  q_norm/k_norm.scale [L, hd], o_proj.bias [L, D]  (Qwen3)       replicated (tiny)
   <proj>.lora.lora_a [L, in, r], lora_b [L, r, out]               replicated (LoRA adapters, tiny)
 
 GQA with fewer KV heads than the tensor axis (e.g. Qwen2.5-Math-7B: K = 4 on tensor = 8): the k/v
@@ -193,6 +194,8 @@ _RULES = (
     (r"(^|/)self_attn/[kv]_proj/kernel$", "kv_column"),
     (r"(^|/)self_attn/[kv]_proj/bias$", "kv_column_bias"),
     (r"(^|/)self_attn/o_proj/kernel$", "row"),
+    (r"(^|/)self_attn/o_proj/bias$", "replicated"),
+    (r"(^|/)self_attn/[qk]_norm/scale$", "replicated"),
     (r"(^|/)mlp/(gate|up)_proj/kernel$", "column"),
     (r"(^|/)mlp/down_proj/kernel$", "row"),
     (r"(^|/)(input_layernorm|post_attention_layernorm|norm)/scale$", "replicated"),

@@ -1,6 +1,7 @@
 """The memory planner: exact per-device bytes of params / grads / optimiser state against the shards really
 allocated on a mesh; the activation estimate against XLA's own memory analysis of the compiled backward."""
 import dataclasses
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -110,3 +111,33 @@ def test_lora_plan_keeps_grads_and_optimizer_state_for_the_adapters_only(spec, n
   table = plan_memory.format_lora_table("qwen2.5-math-7b", lc, {spec: r, "tensor=3": "x"},
                                         dict(num_devices=num_devices, remat=True))
   assert "saved" in table and "lora" in table and "does not fit" in table
+
+
+def test_planner_qwen3_4b():
+  """Qwen3-4B (head_dim 128 ≠ 2560 / 32, tied embeddings, q/k norms): the planned params are its exact count."""
+  config = plan_memory.load_config("qwen3-4b")
+  assert (config.model_type, config.head_dim, config.num_key_value_heads) == ("qwen3", 128, 8)
+  assert config.qk_norm and not config.attention_bias and config.tie_word_embeddings
+  n_params = 4_022_468_096  # tests/test_qwen3.py: equal to transformers' Qwen3ForCausalLM count
+  params = jax.eval_shape(lambda: qwen2.init_params(config, jax.random.PRNGKey(0)))
+  assert sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(params)) == n_params
+  r = plan_memory.plan(config, "fsdp=8", micro_batch=8, prompt_len=1024, response_len=3072)
+  assert abs(r["params"] * 8 / 4 - n_params) / n_params < 1e-3
+  assert r["opt"] == pytest.approx(2 * r["params"], rel=1e-6)
+  assert r["act_remat"] < r["act"]
+  # KV cache: 36 layers × 2 (k, v) × 8 KV heads × 128 × (64 rows × 4096 slots) bf16, split over fsdp=8 rows.
+  assert r["kv_cache"] == pytest.approx(36 * 2 * 8 * 128 * 64 * 4096 * 2 / 8, rel=1e-3)
+
+
+@pytest.mark.parametrize("name", ["qwen3-4b", "qwen2.5-math-7b"])
+def test_planner_binary_runs(name):
+  """``python -m experiments.plan_memory --config=<name>`` prints a table row per mesh."""
+  import subprocess
+  import sys
+  out = subprocess.run([sys.executable, "-m", "experiments.plan_memory", f"--config={name}", "--meshes=fsdp=8",
+                        "--meshes=fsdp=4,tensor=2"], capture_output=True, text=True, timeout=300,
+                       cwd=str(pathlib.Path(__file__).resolve().parents[1]))
+  assert out.returncode == 0, out.stderr[-2000:]
+  lines = out.stdout.strip().splitlines()
+  assert lines[0].startswith(f"{name}: per-device bytes on 8 devices")
+  assert lines[2].startswith("fsdp=8") and lines[3].startswith("fsdp=4,tensor=2") and "GiB" in lines[3]

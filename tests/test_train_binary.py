@@ -184,6 +184,42 @@ def test_full_default_run(tmp_path):
   assert after.get("answered_share", 100.0) >= 50.0        # the answer format survives RL
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_tiny_qwen3_run(tmp_path):
+  """``cpu.py:ngrpo_qwen3`` (a tiny Qwen3 from scratch: q/k norms, no attention biases, head_dim 48 ≠ 128 / 4)
+  runs the whole pipeline; its HF export is a Qwen3ForCausalLM that transformers loads with our logits."""
+  import math  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  from ngrpo_jax.models import hf_checkpoint, qwen2  # pylint: disable=g-import-not-at-top
+  out = tmp_path / "qwen3"
+  res = _train(out, "--config=experiments/configs/cpu.py:ngrpo_qwen3", timeout=1500)
+  assert res.returncode == 0, res.stderr[-3000:]
+  summary = json.loads((out / "summary.json").read_text())
+  assert summary["rl_steps_done"] >= 1
+  for tag in ("before", "after"):
+    _check_eval_outputs(out, tag)
+  rl = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"phase": "rl"' in line]
+  assert len(rl) == summary["rl_steps_done"]
+  for rec in rl:
+    for key in ("loss", "grad_norm", "policy_entropy", "accuracy"):
+      assert math.isfinite(rec[key]), (rec["step"], key)
+  export = out / "hf_export"
+  config, params = hf_checkpoint.load_pretrained(export)
+  assert (config.model_type, config.head_dim, config.attention_bias) == ("qwen3", 48, False)
+  assert params["layers"]["self_attn"]["q_norm"]["scale"].shape == (3, 48)
+  model = transformers.AutoModelForCausalLM.from_pretrained(str(export), dtype=torch.float32,
+                                                            attn_implementation="eager").eval()
+  assert type(model).__name__ == "Qwen3ForCausalLM"
+  tokens = np.arange(3, 3 + 12, dtype=np.int32)[None] % config.vocab_size
+  with torch.no_grad():
+    theirs = model(torch.tensor(tokens, dtype=torch.long)).logits.numpy()
+  ours, _ = qwen2.forward(params, config, tokens)
+  np.testing.assert_allclose(np.asarray(ours), theirs, atol=1e-4, rtol=1e-4)
+
+
 # ------------------------------------------------------------------------------------------------------
 # The methods of docs/algorithms.md from the command line: a shared warm-started policy, then a few RL steps
 # per registry name, checking that log-probs moved with the advantages (``--config.check_direction``).

@@ -93,12 +93,45 @@ def test_every_config_file_preset_builds():
     cfg = config.from_config_dict(cpu.get_config(name))
     assert cfg.algorithm.learning_rate > 0 and cfg.algorithm.term("entropy_bonus").coef == cpu.CPU_ENTROPY_COEF
   for name in paper.PRESETS:
-    assert config.from_config_dict(paper.get_config(name)).algorithm == algorithms.PRESETS[name]
+    want = (paper.QWEN3_4B_ALGORITHMS[name[:-len("_qwen3_4b")]]() if name.endswith("_qwen3_4b")
+            else algorithms.PRESETS[name])
+    assert config.from_config_dict(paper.get_config(name)).algorithm == want
   abl = cpu.build("ngrpo_ablation,virtual_count=2,keep_all_wrong=False")
   assert dict(abl.algorithm.advantage_kwargs)["num_virtual"] == 2 and abl.algorithm.group_filter == "dapo"
   assert len(configs.list_configs()) == len(cpu.PRESETS) + 2 + len(paper.PRESETS)   # + switches, + ablation
   with pytest.raises(ValueError, match="unknown cpu.py config"):
     cpu.build("nope")
+
+
+def test_paper_qwen3_4b_presets():
+  """Zhu et al. 2025's Qwen3-4B runs: RLVR-Decomposed's run_qwen3-4b_*.sh values (experiments/configs/paper.py)."""
+  from experiments.configs import paper  # pylint: disable=g-import-not-at-top
+  from ngrpo_jax.data import prompts  # pylint: disable=g-import-not-at-top
+  names = {a: f"{a}_qwen3_4b" for a in ("psr", "nsr", "w_reinforce", "ppo", "grpo")}
+  assert set(names.values()) <= set(paper.PRESETS)
+  cfgs = {a: config.from_config_dict(paper.get_config(n)) for a, n in names.items()}
+  for a, cfg in cfgs.items():
+    assert cfg.name == f"paper_{a}_qwen3_4b" and cfg.model.init_from == "Qwen3-4B"
+    assert cfg.task.template == "qwen3_no_thinking"
+    assert (cfg.rollout.group_size, cfg.rollout.groups_per_batch, cfg.rollout.max_prompt_len,
+            cfg.rollout.max_new_tokens, cfg.rollout.temperature) == (8, 1024, 1024, 31744, 1.0)
+    assert cfg.optim.learning_rate == cfg.algorithm.learning_rate == 1e-6
+    assert (cfg.learner.ppo_epochs, cfg.learner.num_minibatches) == (1, 4)
+    assert cfg.algorithm.aggregation == "token_mean" and cfg.algorithm.term("entropy_bonus").coef == 0.001
+    assert dict(cfg.algorithm.term("policy_gradient").kwargs) == {"eps_pos": 0.2, "eps_neg": 0.2}
+    assert (cfg.eval.num_samples, cfg.eval.temperature, cfg.eval.top_p) == (256, 0.6, 0.95)
+  assert cfgs["psr"].algorithm.advantage == "psr_only" and cfgs["nsr"].algorithm.advantage == "nsr_only"
+  assert dict(cfgs["w_reinforce"].algorithm.advantage_kwargs) == {"lam": 0.1}
+  for a in ("psr", "nsr", "w_reinforce"):
+    assert not cfgs[a].algorithm.uses_reference                     # kl_coef=0.0
+  assert cfgs["grpo"].algorithm.term("kl_to_reference").coef == 0.001
+  assert dict(cfgs["grpo"].algorithm.term("kl_to_reference").kwargs) == {"estimator": "k3"}
+  assert cfgs["ppo"].algorithm.reward_kl_coef == 0.001 and cfgs["ppo"].algorithm.uses_critic
+  assert dict(cfgs["ppo"].algorithm.advantage_kwargs) == {"gamma": 1.0, "lam": 1.0}
+  prompt = prompts.format_prompt("What is 1+1?", None, "qwen3_no_thinking")
+  assert prompt == ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nWhat is 1+1?\n"
+                    "Please reason step by step, and put your final answer within \\boxed{}.<|im_end|>\n"
+                    "<|im_start|>assistant\n<think>\n\n</think>\n")
 
 
 def test_no_config_field_is_shadowed_by_a_config_dict_attribute():

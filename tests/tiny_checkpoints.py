@@ -1,8 +1,9 @@
-"""Tiny random Qwen2 checkpoints and tokenizers for tests (no hub downloads).
+"""Tiny random Qwen2 / Qwen3 checkpoints and tokenizers for tests (no hub downloads).
 
 ``tiny_qwen2_config(**overrides)`` is a transformers ``Qwen2Config`` (float32) small enough that a forward
-pass takes milliseconds; ``make_tiny_checkpoint(tmp_path, **overrides)`` saves a seeded random
-``Qwen2ForCausalLM`` there (optionally with a tiny tokenizer) and returns the directory.
+pass takes milliseconds (``tiny_qwen3_config``: the Qwen3 equivalent, head_dim 32 ≠ hidden / heads);
+``make_tiny_checkpoint(tmp_path, **overrides)`` saves a seeded random ``Qwen2ForCausalLM`` there (or a
+``Qwen3ForCausalLM`` with ``model_type="qwen3"``; optionally with a tiny tokenizer) and returns the directory.
 """
 import json
 import pathlib
@@ -52,15 +53,39 @@ def tiny_qwen2_config(**overrides) -> transformers.Qwen2Config:
   return config
 
 
-def make_tiny_model(seed: int = 0, **overrides) -> transformers.Qwen2ForCausalLM:
-  """A seeded random float32 ``Qwen2ForCausalLM`` (eval mode, eager attention) from ``tiny_qwen2_config``.
+def tiny_qwen3_config(**overrides) -> transformers.Qwen3Config:
+  """A tiny float32 Qwen3 config: as ``tiny_qwen2_config`` but head_dim 32 (≠ hidden 64 / 4 heads), no
+  attention bias, q/k norms; kwargs override."""
+  kwargs = tiny_qwen2_config().to_dict()
+  kwargs = {k: kwargs[k] for k in (
+      "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+      "num_key_value_heads", "max_position_embeddings", "initializer_range", "rms_norm_eps", "rope_parameters",
+      "tie_word_embeddings", "bos_token_id", "eos_token_id", "pad_token_id")}
+  kwargs.update(head_dim=32, attention_bias=False)
+  if "rope_theta" in overrides:
+    kwargs["rope_parameters"] = {"rope_type": "default", "rope_theta": float(overrides.pop("rope_theta"))}
+  kwargs.update(overrides)
+  config = transformers.Qwen3Config(**kwargs)
+  config.dtype = torch.float32
+  return config
 
-  Biases are randomised too (transformers initialises them to zero, which would hide bias bugs).
+
+def make_tiny_model(seed: int = 0, *, model_type: str = "qwen2", **overrides):
+  """A seeded random float32 ``Qwen2ForCausalLM`` (or ``Qwen3ForCausalLM`` for ``model_type="qwen3"``; eval
+  mode, eager attention) from ``tiny_qwen2_config`` / ``tiny_qwen3_config``.
+
+  Biases and norm weights (incl. Qwen3's q/k norms) are randomised too (transformers initialises them to
+  zero / one, which would hide bugs).
   """
   torch.manual_seed(seed)
-  config = tiny_qwen2_config(**overrides)
+  if model_type == "qwen2":
+    config, cls = tiny_qwen2_config(**overrides), transformers.Qwen2ForCausalLM
+  elif model_type == "qwen3":
+    config, cls = tiny_qwen3_config(**overrides), transformers.Qwen3ForCausalLM
+  else:
+    raise ValueError(f"model_type must be 'qwen2' or 'qwen3', got {model_type!r}")
   config._attn_implementation = "eager"
-  model = transformers.Qwen2ForCausalLM(config).to(torch.float32).eval()
+  model = cls(config).to(torch.float32).eval()
   with torch.no_grad():
     for name, param in model.named_parameters():
       if name.endswith("bias") or "norm" in name:
@@ -102,19 +127,21 @@ def make_tiny_tokenizer(path, vocab_size: int = 320) -> transformers.PreTrainedT
 
 def make_tiny_checkpoint(tmp_path, *, seed: int = 0, with_tokenizer: bool = True, safe_serialization_max_shard=None,
                          **overrides) -> pathlib.Path:
-  """Saves a seeded random tiny ``Qwen2ForCausalLM`` (float32 safetensors) to ``tmp_path/"tiny_qwen2"``.
+  """Saves a seeded random tiny ``Qwen2ForCausalLM`` (float32 safetensors) to ``tmp_path/"tiny_qwen2_<seed>"``
+  (a ``Qwen3ForCausalLM`` to ``tiny_qwen3_<seed>`` with ``model_type="qwen3"``).
 
   Args:
     tmp_path: a directory (pytest's tmp_path).
     seed: torch seed of the random weights.
     with_tokenizer: also save ``make_tiny_tokenizer`` into the directory.
     safe_serialization_max_shard: e.g. "20KB" to force a sharded checkpoint with an index file.
-    **overrides: ``tiny_qwen2_config`` overrides (e.g. tie_word_embeddings=True).
+    **overrides: ``model_type`` and ``tiny_qwen2_config`` / ``tiny_qwen3_config`` overrides (e.g.
+      tie_word_embeddings=True).
 
   Returns:
     The checkpoint directory.
   """
-  path = pathlib.Path(tmp_path) / f"tiny_qwen2_{seed}"
+  path = pathlib.Path(tmp_path) / f"tiny_{overrides.get('model_type', 'qwen2')}_{seed}"
   model = make_tiny_model(seed, **overrides)
   kwargs = {}
   if safe_serialization_max_shard is not None:

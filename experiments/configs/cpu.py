@@ -14,7 +14,9 @@ number in every group); ``parseable_frac`` and ``format/*`` show it, and ``rewar
 virtual sample follows the task's maximum reward), a KL term or a lower learning rate are the remedies.
 ``time_budget_s`` stops RL early on a slow machine so the whole run stays within 10 minutes.
 
-``smoke`` is the same pipeline shrunk to ~1 minute (the CI end-to-end test).  ``<algo>`` (ngrpo, grpo,
+``smoke`` is the same pipeline shrunk to ~1 minute (the CI end-to-end test). ``ngrpo_qwen3`` (``cpu_ngrpo_qwen3``)
+runs the NGRPO recipe, shortened to a few minutes, on a tiny Qwen3 (q/k norms, no attention biases,
+head_dim ≠ hidden / heads).  ``<algo>`` (ngrpo, grpo,
 dapo, psr_nsr, psr_only, nsr_only, ppo, and every other ``algorithms.PRESETS`` entry: gspo, cispo, gdpo,
 pkpo, ...) run the default's recipe with another algorithm (per-algorithm learning rates, untuned 5e-5 for
 the newer methods; the same entropy bonus; the algorithm preset's own KL term is kept); ``ngrpo_ablation``
@@ -110,6 +112,19 @@ def cpu(algorithm: str) -> config.ExperimentConfig:
   return dataclasses.replace(default(algo), name=f"cpu_{algorithm}")
 
 
+def qwen3(algorithm: str = "ngrpo") -> config.ExperimentConfig:
+  """The default recipe with a tiny Qwen3 (per-head q/k RMSNorm, no q/k/v biases, head_dim 48 ≠ 128 / 4 heads)
+  instead of the Qwen2, shortened to a few minutes on an idle 2-core CPU: 300 warm-start steps, 20 RL steps, 128
+  held-out problems; no time budget (the default's budget counts the warm-start, so on a busy machine it
+  would end RL before its first step)."""
+  cfg = cpu(algorithm)
+  return dataclasses.replace(
+      cfg, name=f"cpu_{algorithm}_qwen3",
+      model=dataclasses.replace(cfg.model, model_type="qwen3", head_dim=48),
+      task=dataclasses.replace(cfg.task, num_eval_problems=128),
+      sft=dataclasses.replace(cfg.sft, steps=300), rl_steps=20, checkpoint_every=10, time_budget_s=None)
+
+
 def ablation(**switches) -> config.ExperimentConfig:
   """An NGRPO ablation (paper Tables 2 and 3) with the default recipe."""
   algo = cpu_algorithm(algorithms.ngrpo_ablation(**switches), CPU_LEARNING_RATES["ngrpo"])
@@ -119,6 +134,8 @@ def ablation(**switches) -> config.ExperimentConfig:
 PRESETS = {"default": default, "smoke": smoke, **{a: (lambda a=a: cpu(a)) for a in CPU_LEARNING_RATES}}
 # The other algorithm presets (algorithms.PRESETS) run the default recipe at an untuned learning rate.
 PRESETS.update({a: (lambda a=a: cpu(a)) for a in algorithms.PRESETS if a not in PRESETS})
+# The tiny Qwen3 run (cpu_ngrpo_qwen3).
+PRESETS["ngrpo_qwen3"] = qwen3
 
 # Switches after a preset name: ``smoke,advantage=gdpo,policy=gspo,term=adaptive_entropy_bonus``.
 SWITCHES = ("algorithm", "advantage", "policy", "term", "aggregation")

@@ -1,4 +1,4 @@
-"""The policy model: Qwen2 in pure JAX, Hugging Face checkpoint I/O, chunked token log-probs."""
+"""The policy model: Qwen2 / Qwen3 (dense) in pure JAX, Hugging Face checkpoint I/O, chunked token log-probs."""
 from ngrpo_jax.models import lora
 from ngrpo_jax.models import modules
 from ngrpo_jax.models.hf_checkpoint import load_pretrained

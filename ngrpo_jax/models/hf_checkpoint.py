@@ -1,4 +1,4 @@
-"""Hugging Face checkpoint I/O for the Qwen2 port: safetensors ⇄ params, config.json, tokenizer.
+"""Hugging Face checkpoint I/O for the Qwen2 / Qwen3 port: safetensors ⇄ params, config.json, tokenizer.
 
 Loading reads tensor by tensor from memory-mapped safetensors files (single ``model.safetensors`` or sharded
 with ``model.safetensors.index.json``), stacks the per-layer tensors into the ``[num_layers, ...]`` layout of
@@ -7,7 +7,9 @@ with ``model.safetensors.index.json``), stacks the per-layer tensors into the ``
 with an index above ``max_shard_size``, that ``transformers.AutoModelForCausalLM.from_pretrained`` loads.
 
 The whole name mapping is the table ``HF_PARAM_TABLE`` below: HF tensor name ⇄ params path, and whether
-the HF ``[out, in]`` linear weight is transposed to the Flax ``[in, out]`` kernel.
+the HF ``[out, in]`` linear weight is transposed to the Flax ``[in, out]`` kernel. One table serves both
+families: a row applies to a config exactly when its params path exists in ``qwen2.param_shapes(config)``
+(Qwen2: q/k/v biases; Qwen3: q_norm / k_norm and no biases; tied models: no lm_head).
 """
 import json
 import os
@@ -21,6 +23,7 @@ import numpy as np
 from ngrpo_jax.models import qwen2
 
 # (HF tensor name, params path, transpose). "{i}" = decoder layer index; those params are stacked on axis 0.
+# Rows whose params path the config does not have (qwen2.param_shapes) are skipped.
 HF_PARAM_TABLE = (
     ("model.embed_tokens.weight",                       ("embed_tokens", "embedding"), False),
     ("model.layers.{i}.input_layernorm.weight",         ("layers", "input_layernorm", "scale"), False),
@@ -31,6 +34,9 @@ HF_PARAM_TABLE = (
     ("model.layers.{i}.self_attn.v_proj.weight",        ("layers", "self_attn", "v_proj", "kernel"), True),
     ("model.layers.{i}.self_attn.v_proj.bias",          ("layers", "self_attn", "v_proj", "bias"), False),
     ("model.layers.{i}.self_attn.o_proj.weight",        ("layers", "self_attn", "o_proj", "kernel"), True),
+    ("model.layers.{i}.self_attn.o_proj.bias",          ("layers", "self_attn", "o_proj", "bias"), False),  # Qwen3 + attention_bias
+    ("model.layers.{i}.self_attn.q_norm.weight",        ("layers", "self_attn", "q_norm", "scale"), False),  # Qwen3
+    ("model.layers.{i}.self_attn.k_norm.weight",        ("layers", "self_attn", "k_norm", "scale"), False),  # Qwen3
     ("model.layers.{i}.post_attention_layernorm.weight", ("layers", "post_attention_layernorm", "scale"), False),
     ("model.layers.{i}.mlp.gate_proj.weight",           ("layers", "mlp", "gate_proj", "kernel"), True),
     ("model.layers.{i}.mlp.up_proj.weight",             ("layers", "mlp", "up_proj", "kernel"), True),
@@ -147,16 +153,26 @@ def _write_safetensors(path: pathlib.Path, tensors: list):
 # Name mapping.
 
 
+def _table_rows(config: qwen2.Qwen2Config) -> list:
+  """The rows of ``HF_PARAM_TABLE`` that apply to ``config`` (their params path exists), in table order."""
+  shapes = qwen2.param_shapes(config)
+  return [row for row in HF_PARAM_TABLE if _tree_has(shapes, row[1])]
+
+
+def _tree_has(tree, path) -> bool:
+  for key in path:
+    if not isinstance(tree, dict) or key not in tree:
+      return False
+    tree = tree[key]
+  return True
+
+
 def _expected_hf_tensors(config: qwen2.Qwen2Config) -> list:
   """[(hf_name, params_path, layer index or None, transpose, hf_shape)] in table order."""
   shapes = qwen2.param_shapes(config)
   out = []
-  for template, path, transpose in HF_PARAM_TABLE:
-    if path[0] == "lm_head" and config.tie_word_embeddings:
-      continue
-    shape = shapes
-    for key in path:
-      shape = shape[key]
+  for template, path, transpose in _table_rows(config):
+    shape = _tree_get(shapes, path)
     if "{i}" in template:
       layer_shape = tuple(reversed(shape[1:])) if transpose else tuple(shape[1:])
       for i in range(config.num_hidden_layers):
@@ -183,7 +199,8 @@ def _tree_set(tree, path, value):
 
 
 def load_config(path, *, dtype=jnp.float32, param_dtype=jnp.float32) -> qwen2.Qwen2Config:
-  """Reads ``path/config.json`` into a ``Qwen2Config`` (raises on unsupported options, see from_hf_dict)."""
+  """Reads ``path/config.json`` (Qwen2 or Qwen3) into a ``Qwen2Config`` (raises on unsupported options, see
+  ``Qwen2Config.from_hf_dict``)."""
   config_path = pathlib.Path(path) / "config.json"
   if not config_path.is_file():
     raise FileNotFoundError(f"no config.json in checkpoint directory {path}")
@@ -218,7 +235,7 @@ def _open_checkpoint(path: pathlib.Path) -> dict:
 
 
 def load_pretrained(path, *, dtype=None, compute_dtype=None, shardings=None):
-  """Loads a Hugging Face Qwen2 checkpoint directory into (config, params).
+  """Loads a Hugging Face Qwen2 / Qwen3 (dense) checkpoint directory into (config, params).
 
   Args:
     path: directory with config.json and model.safetensors or model.safetensors.index.json (+ shards).
@@ -253,7 +270,8 @@ def load_pretrained(path, *, dtype=None, compute_dtype=None, shardings=None):
                       and not (n == "lm_head.weight" and config.tie_word_embeddings))
   if unexpected:
     raise ValueError(f"checkpoint {path} has unexpected tensor(s) {unexpected[:5]}"
-                     f"{' ...' if len(unexpected) > 5 else ''}; is this really a Qwen2ForCausalLM?")
+                     f"{' ...' if len(unexpected) > 5 else ''}; is this really a "
+                     f"{qwen2.ARCHITECTURES[config.model_type]} (as its config.json says)?")
 
   by_path = {}
   for name, p, layer, transpose, _ in expected:
@@ -320,9 +338,7 @@ def save_pretrained(path, config: qwen2.Qwen2Config, params: dict, *, dtype=None
   limit = _parse_size(max_shard_size)
 
   expected_shapes = qwen2.param_shapes(config)
-  for _, p, _ in HF_PARAM_TABLE:
-    if p[0] == "lm_head" and config.tie_word_embeddings:
-      continue
+  for _, p, _ in _table_rows(config):
     try:
       leaf = _tree_get(params, p)
     except (KeyError, TypeError):

@@ -1,4 +1,4 @@
-"""The Qwen2 / Qwen2.5 / Qwen2.5-Math decoder as pure JAX functions over an explicit params pytree.
+"""The Qwen2 / Qwen2.5 / Qwen2.5-Math and Qwen3 (dense) decoder as pure JAX functions over a params pytree.
 
 Reading order: configuration, parameter initialisation, RMSNorm, rotary embedding, grouped-query attention,
 SwiGLU MLP, decoder layer, model (``hidden_states``), LM head (``lm_logits``), ``forward``, KV cache, value head.
@@ -9,6 +9,13 @@ Architecture (Qwen2 technical report, https://arxiv.org/abs/2407.10671; transfor
     a_l = h_{l-1} + Attn_l(RMSNorm(h_{l-1}))        (RoPE on q/k, GQA, biases on q/k/v, none on o)
     h_l = a_l + W_down(silu(W_gate x) * W_up x),     x = RMSNorm(a_l)
     logits = RMSNorm(h_L) @ W_head                    (W_head = E^T when embeddings are tied)
+
+Qwen3 (dense; Qwen3 technical report, https://arxiv.org/abs/2505.09388; transformers' ``modeling_qwen3.py``) is
+the same network with three differences, selected by ``config.model_type == "qwen3"``:
+
+    q_h = RMSNorm_q(W_q x)_h,  k_h = RMSNorm_k(W_k x)_h   per-head RMSNorm over head_dim, BEFORE RoPE
+    no q/k/v biases (``attention_bias=False``; with ``attention_bias=True`` q/k/v AND o carry biases)
+    head_dim is its own hyperparameter (Qwen3-4B: hidden 2560, 32 heads, head_dim 128 ≠ 2560 / 32)
 
 Parameters are a nested dict. Decoder layers are stacked along a leading ``[num_layers]`` axis and run with
 ``jax.lax.scan`` (one compiled layer body, fast compiles). Dense kernels use the Flax ``[in, out]`` layout::
@@ -24,6 +31,11 @@ Parameters are a nested dict. Decoder layers are stacked along a leading ``[num_
                       "down_proj": {"kernel": [L, F, D]}}},
    "norm": {"scale": [D]},
    "lm_head": {"kernel": [D, V]}}          # absent when tie_word_embeddings
+
+Qwen3 has no q/k/v ``bias`` leaves (unless ``attention_bias``, which adds ``o_proj.bias [L, D]`` too) and two
+more leaves under ``self_attn``, named as transformers names them: ``"q_norm": {"scale": [L, hd]}`` and
+``"k_norm": {"scale": [L, hd]}``. Everything else (cache, scan / unrolled layers, remat, dtypes, sharding, the
+log-prob VJP) is shared by both families.
 
 ``config.param_dtype`` is the storage dtype of the params; ``config.dtype`` the compute dtype (params are cast
 to it at use; RMSNorm statistics, attention softmax and the returned logits are float32).
@@ -43,6 +55,14 @@ import numpy as np
 _REQUIRED_HF_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                      "num_attention_heads")
 
+# The model families of this one implementation: model_type → the transformers architecture name.
+ARCHITECTURES = {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
+
+# Mixture-of-experts keys (Qwen2-MoE / Qwen3-MoE config.json): a true value means a sparse MLP, which this
+# dense implementation does not have.
+_MOE_KEYS = ("num_experts", "num_experts_per_tok", "moe_intermediate_size", "shared_expert_intermediate_size",
+             "decoder_sparse_step", "mlp_only_layers", "num_local_experts", "n_routed_experts")
+
 
 def _canonical_dtype(value, name):
   try:
@@ -54,12 +74,18 @@ def _canonical_dtype(value, name):
 @jax.tree_util.register_static
 @dataclasses.dataclass(frozen=True)
 class Qwen2Config:
-  """Qwen2 hyperparameters with Hugging Face names, plus the JAX-side dtypes.
+  """Qwen2 / Qwen3 hyperparameters with Hugging Face names, plus the JAX-side dtypes.
+
+  One config class for both families (one implementation): ``model_type`` selects Qwen3's per-head q/k
+  RMSNorm and its bias default.
 
   Attributes:
     vocab_size, hidden_size, intermediate_size, num_hidden_layers, num_attention_heads, num_key_value_heads:
       sizes as in HF ``config.json``.
-    head_dim: per-head size; ``hidden_size // num_attention_heads`` when None.
+    head_dim: per-head size; ``hidden_size // num_attention_heads`` when None (Qwen3 checkpoints give it).
+    model_type: ``"qwen2"`` (default; Qwen2 / Qwen2.5 / Qwen2.5-Math) or ``"qwen3"`` (Qwen3 dense).
+    attention_bias: biases on the q/k/v projections (Qwen3 with True: on o too). None = the family's
+      default: True for qwen2 (which has no other option), False for qwen3.
     rms_norm_eps: epsilon of RMSNorm (1e-6 for Qwen2.5).
     rope_theta: RoPE base (1e6 for Qwen2.5, 1e4 for Qwen2.5-Math-7B).
     max_position_embeddings: kept for the HF round trip (RoPE itself has no table).
@@ -91,8 +117,20 @@ class Qwen2Config:
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   remat: bool = False
+  model_type: str = "qwen2"
+  attention_bias: Optional[bool] = None
 
   def __post_init__(self):
+    if self.model_type not in ARCHITECTURES:
+      raise ValueError(f"model_type must be one of {sorted(ARCHITECTURES)}, got {self.model_type!r}")
+    if self.attention_bias is None:
+      object.__setattr__(self, "attention_bias", self.model_type == "qwen2")
+    if not isinstance(self.attention_bias, (bool, np.bool_)):
+      raise ValueError(f"attention_bias must be a bool or None, got {self.attention_bias!r}")
+    object.__setattr__(self, "attention_bias", bool(self.attention_bias))
+    if self.model_type == "qwen2" and not self.attention_bias:
+      raise ValueError("attention_bias=False is not supported for model_type='qwen2': Qwen2 has q/k/v biases "
+                       "(use model_type='qwen3' for a bias-free attention)")
     for name in _REQUIRED_HF_KEYS:
       value = getattr(self, name)
       if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
@@ -115,6 +153,16 @@ class Qwen2Config:
     object.__setattr__(self, "param_dtype", _canonical_dtype(self.param_dtype, "param_dtype"))
 
   @property
+  def qk_norm(self) -> bool:
+    """Per-head RMSNorm on queries and keys before RoPE (Qwen3)."""
+    return self.model_type == "qwen3"
+
+  @property
+  def o_bias(self) -> bool:
+    """A bias on the output projection (Qwen3 with ``attention_bias``; never in Qwen2)."""
+    return self.model_type == "qwen3" and self.attention_bias
+
+  @property
   def eos_token_ids(self) -> tuple:
     """``eos_token_id`` as a (possibly empty) tuple of ints."""
     if self.eos_token_id is None:
@@ -125,30 +173,40 @@ class Qwen2Config:
 
   @classmethod
   def from_hf_dict(cls, d: dict, *, dtype=jnp.float32, param_dtype=jnp.float32) -> "Qwen2Config":
-    """Builds a config from a Hugging Face ``config.json`` dict.
+    """Builds a config from a Hugging Face ``config.json`` dict of a Qwen2 or Qwen3 (dense) model.
 
     Accepts both the transformers 4.x layout (``rope_theta``, ``rope_scaling`` at top level) and the 5.x
-    layout (``rope_parameters = {"rope_type": ..., "rope_theta": ...}``).
+    layout (``rope_parameters = {"rope_type": ..., "rope_theta": ...}``). The family comes from
+    ``model_type`` (``"qwen2"`` / ``"qwen3"``) or, without it, from ``architectures``.
 
     Raises:
       ValueError: unknown architecture / model_type, a missing required key (named), or an option this
-        port does not implement (sliding-window attention, non-default RoPE scaling, activation other than
-        silu, attention dropout, attention layer types other than full attention).
+        port does not implement, naming the config key: sliding-window attention (``use_sliding_window``,
+        ``layer_types``), non-default RoPE (``rope_scaling`` / ``rope_parameters``), mixture-of-experts keys
+        (``num_experts``...), an activation other than silu (``hidden_act``), ``attention_dropout``,
+        ``use_mrope``, ``attention_bias=false`` for Qwen2.
     """
     if not isinstance(d, dict):
       raise TypeError(f"config must be a dict, got {type(d).__name__}")
     model_type = d.get("model_type")
     architectures = d.get("architectures") or []
-    if model_type != "qwen2" and "Qwen2ForCausalLM" not in architectures:
+    by_arch = {arch: mt for mt, arch in ARCHITECTURES.items()}
+    if model_type is None and architectures and architectures[0] in by_arch:
+      model_type = by_arch[architectures[0]]
+    if model_type not in ARCHITECTURES:
       raise ValueError(f"unknown architecture: model_type={model_type!r}, architectures={architectures!r}; "
-                       "only Qwen2 (model_type 'qwen2', Qwen2ForCausalLM) is supported")
+                       f"supported: model_type {sorted(ARCHITECTURES)} ({', '.join(ARCHITECTURES.values())})")
     for arch in architectures:
-      if arch != "Qwen2ForCausalLM":
-        raise ValueError(f"unsupported architecture {arch!r} in config 'architectures'; "
-                         "only Qwen2ForCausalLM is supported")
+      if arch != ARCHITECTURES[model_type]:
+        raise ValueError(f"unsupported architecture {arch!r} in config 'architectures' for model_type "
+                         f"{model_type!r}; expected {ARCHITECTURES[model_type]}")
     missing = [k for k in _REQUIRED_HF_KEYS if d.get(k) is None]
     if missing:
       raise ValueError(f"config.json is missing required key(s): {', '.join(missing)}")
+    for key in _MOE_KEYS:
+      if d.get(key):
+        raise ValueError(f"unsupported config key {key}={d[key]!r}: mixture-of-experts layers are not "
+                         "implemented (only dense Qwen2 / Qwen3)")
     act = d.get("hidden_act", "silu")
     if act != "silu":
       raise ValueError(f"unsupported hidden_act={act!r}: only 'silu' (SwiGLU) is implemented")
@@ -161,7 +219,8 @@ class Qwen2Config:
       raise ValueError(f"attention_dropout={d['attention_dropout']} is not supported (must be 0)")
     if d.get("use_mrope", False):
       raise ValueError("use_mrope=true (multimodal RoPE) is not supported")
-    if d.get("attention_bias") is False:
+    attention_bias = d.get("attention_bias")
+    if model_type == "qwen2" and attention_bias is False:
       raise ValueError("attention_bias=false is not supported: Qwen2 has q/k/v biases")
     rope_theta = d.get("rope_theta")
     for key in ("rope_scaling", "rope_parameters"):
@@ -201,14 +260,16 @@ class Qwen2Config:
         initializer_range=float(d.get("initializer_range", 0.02)),
         dtype=dtype,
         param_dtype=param_dtype,
+        model_type=model_type,
+        attention_bias=None if attention_bias is None else bool(attention_bias),
     )
 
   def to_hf_dict(self, torch_dtype: Optional[str] = None) -> dict:
-    """The Hugging Face ``config.json`` dict (transformers 4.x/5.x readable)."""
+    """The Hugging Face ``config.json`` dict (transformers 4.x/5.x readable) of this family."""
     eos = list(self.eos_token_id) if isinstance(self.eos_token_id, tuple) else self.eos_token_id
     d = {
-        "architectures": ["Qwen2ForCausalLM"],
-        "model_type": "qwen2",
+        "architectures": [ARCHITECTURES[self.model_type]],
+        "model_type": self.model_type,
         "vocab_size": self.vocab_size,
         "hidden_size": self.hidden_size,
         "intermediate_size": self.intermediate_size,
@@ -230,7 +291,10 @@ class Qwen2Config:
         "use_cache": True,
         "torch_dtype": torch_dtype or str(self.param_dtype),
     }
-    if self.head_dim != self.hidden_size // self.num_attention_heads:
+    if self.model_type == "qwen3":
+      d.update(head_dim=self.head_dim, attention_bias=self.attention_bias, sliding_window=None,
+               max_window_layers=self.num_hidden_layers)
+    elif self.head_dim != self.hidden_size // self.num_attention_heads:
       d["head_dim"] = self.head_dim
     return d
 
@@ -244,16 +308,26 @@ def param_shapes(config: Qwen2Config) -> dict:
   L, D, F, V = config.num_hidden_layers, config.hidden_size, config.intermediate_size, config.vocab_size
   q_dim = config.num_attention_heads * config.head_dim
   kv_dim = config.num_key_value_heads * config.head_dim
+  attn = {
+      "q_proj": {"kernel": (L, D, q_dim)},
+      "k_proj": {"kernel": (L, D, kv_dim)},
+      "v_proj": {"kernel": (L, D, kv_dim)},
+      "o_proj": {"kernel": (L, q_dim, D)},
+  }
+  if config.attention_bias:
+    attn["q_proj"]["bias"] = (L, q_dim)
+    attn["k_proj"]["bias"] = (L, kv_dim)
+    attn["v_proj"]["bias"] = (L, kv_dim)
+  if config.o_bias:
+    attn["o_proj"]["bias"] = (L, D)
+  if config.qk_norm:
+    attn["q_norm"] = {"scale": (L, config.head_dim)}
+    attn["k_norm"] = {"scale": (L, config.head_dim)}
   shapes = {
       "embed_tokens": {"embedding": (V, D)},
       "layers": {
           "input_layernorm": {"scale": (L, D)},
-          "self_attn": {
-              "q_proj": {"kernel": (L, D, q_dim), "bias": (L, q_dim)},
-              "k_proj": {"kernel": (L, D, kv_dim), "bias": (L, kv_dim)},
-              "v_proj": {"kernel": (L, D, kv_dim), "bias": (L, kv_dim)},
-              "o_proj": {"kernel": (L, q_dim, D)},
-          },
+          "self_attn": attn,
           "post_attention_layernorm": {"scale": (L, D)},
           "mlp": {
               "gate_proj": {"kernel": (L, D, F)},
@@ -271,7 +345,7 @@ def param_shapes(config: Qwen2Config) -> dict:
 def init_params(config: Qwen2Config, key: chex.PRNGKey) -> dict:
   """Random params: kernels and embeddings ~ N(0, initializer_range²), biases 0, norm scales 1.
 
-  Matches transformers' ``Qwen2PreTrainedModel`` initialisation scheme. Returns arrays of
+  Matches transformers' ``Qwen2PreTrainedModel`` / ``Qwen3PreTrainedModel`` initialisation scheme. Returns arrays of
   ``config.param_dtype``. Works under ``jax.eval_shape`` (no weights materialised).
   """
   shapes = param_shapes(config)
@@ -340,7 +414,7 @@ def _dense(x, p, dtype):
 
 
 def _attention(p, config, x, cos, sin, allowed, kv=None, layer=None, write_at=None):
-  """Grouped-query attention for one layer.
+  """Grouped-query attention for one layer (Qwen3: per-head q/k RMSNorm before RoPE).
 
   x: [B, T, D]; allowed: bool[B, T, S] (query t may attend key slot s); kv: None (keys are this call's
   tokens, S = T) or the STACKED cache (k, v), each [L, B, K, S, hd]: this call's keys/values are written
@@ -354,6 +428,9 @@ def _attention(p, config, x, cos, sin, allowed, kv=None, layer=None, write_at=No
   q = _dense(x, p["q_proj"], dtype).reshape(B, T, H, hd)
   k = _dense(x, p["k_proj"], dtype).reshape(B, T, K, hd)
   v = _dense(x, p["v_proj"], dtype).reshape(B, T, K, hd)
+  if config.qk_norm:  # Qwen3: RMSNorm of each head's query / key over head_dim, before RoPE.
+    q = rms_norm(q, p["q_norm"]["scale"], config.rms_norm_eps)
+    k = rms_norm(k, p["k_norm"]["scale"], config.rms_norm_eps)
   q = apply_rotary(q, cos, sin)
   k = apply_rotary(k, cos, sin).transpose(0, 2, 1, 3)  # [B, K, T, hd]
   v = v.transpose(0, 2, 1, 3)

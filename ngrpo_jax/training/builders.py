@@ -47,7 +47,7 @@ def build_model(spec: ModelSpec, tokenizer, seed: int):
       vocab_size=len(tokenizer), hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
       num_hidden_layers=spec.num_hidden_layers, num_attention_heads=spec.num_attention_heads,
       num_key_value_heads=spec.num_key_value_heads, tie_word_embeddings=spec.tie_word_embeddings,
-      max_position_embeddings=1024, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+      model_type=spec.model_type, head_dim=spec.head_dim, max_position_embeddings=1024, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
       dtype=_dtype(spec.dtype))
   return cfg, models.init_params(cfg, jax.random.PRNGKey(seed))
 

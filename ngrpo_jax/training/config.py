@@ -29,7 +29,11 @@ from ngrpo_jax.training import update as update_lib
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-  """The policy: a Qwen2 created from scratch (sizes below) or loaded from a HF directory ``init_from``.
+  """The policy: a Qwen2 / Qwen3 created from scratch (sizes below) or loaded from a HF directory ``init_from``
+  (whose config.json then decides the family and sizes).
+
+  ``model_type``: ``"qwen2"`` or ``"qwen3"`` (per-head q/k RMSNorm, no q/k/v biases); ``head_dim``: per-head
+  size, None = hidden_size / num_attention_heads.
 
   LoRA (``models.lora``; ``lora_rank`` 0 = off, the full model is trained): RL trains only rank-``lora_rank``
   adapters on the ``lora_targets`` projections (scaled by ``lora_alpha / lora_rank``, default alpha = rank;
@@ -44,6 +48,8 @@ class ModelSpec:
   num_key_value_heads: int = 2
   tie_word_embeddings: bool = True
   dtype: str = "float32"
+  model_type: str = "qwen2"
+  head_dim: Optional[int] = None
   lora_rank: int = 0
   lora_alpha: Optional[float] = None
   lora_dropout: float = 0.0
