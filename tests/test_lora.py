@@ -1,4 +1,5 @@
-"""LoRA from Flax (nnx.LoRA) on the Qwen projections vs peft on transformers' Qwen2ForCausalLM: B = 0 is the base
+"""LoRA from Flax (nnx.LoRA) on the Qwen projections vs peft on transformers' Qwen2ForCausalLM and
+Qwen3ForCausalLM: B = 0 is the base
 exactly, forward parity with peft (random A and B), PEFT export → ``PeftModel.from_pretrained`` → same logits,
 import round trip, merged weights = W + s·A·B, dropout, module view, config errors."""
 import json
@@ -45,11 +46,12 @@ def _random_adapters(lora_params, seed=1, std=0.2):
   return jax.tree_util.tree_unflatten(treedef, [std * jax.random.normal(k, x.shape) for k, x in zip(keys, leaves)])
 
 
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-  """(torch model, its directory, config, params) of a tiny random Qwen2 (untied, random biases)."""
-  path = tmp_path_factory.mktemp("base")
-  model = tiny_checkpoints.make_tiny_model(0)
+@pytest.fixture(scope="module", params=["qwen2", "qwen3"])
+def base(tmp_path_factory, request):
+  """(torch model, its directory, config, params) of a tiny random Qwen2 (untied, random biases) or Qwen3
+  (head_dim ≠ hidden / heads, random q/k norms): every test here runs on both families."""
+  path = tmp_path_factory.mktemp(f"base-{request.param}")
+  model = tiny_checkpoints.make_tiny_model(0, model_type=request.param)
   model.save_pretrained(path)
   config, params = hf_checkpoint.load_pretrained(path)
   return model, str(path), config, params

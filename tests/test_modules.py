@@ -32,11 +32,16 @@ def _same(a, b):
                                                                   jax.tree_util.tree_leaves(b)))
 
 
-@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
-def test_state_is_the_params_pytree(tied):
-  config = _config(tie_word_embeddings=tied)
+@pytest.mark.parametrize("tied, family", [(False, {}), (True, {}),
+                                           (True, dict(model_type="qwen3", head_dim=6))],
+                         ids=["untied", "tied", "qwen3"])
+def test_state_is_the_params_pytree(tied, family):
+  config = _config(tie_word_embeddings=tied, **family)
   params = cases.make_params(config)
   model = modules.from_params(config, params)
+  if config.qk_norm:
+    assert isinstance(model.layers.self_attn.q_norm, modules.RMSNorm)
+    assert isinstance(model.layers.self_attn.k_norm, modules.RMSNorm)
   assert _same(nnx.state(model, nnx.Param).to_pure_dict(), params)
   assert _same(modules.to_params(model), params)
   assert isinstance(model.layers.self_attn.q_proj, modules.Linear)
@@ -60,9 +65,11 @@ def test_unknown_leaves_become_param_groups():
     modules.from_params(config, {**params, "layers": {**params["layers"], "bad": "not an array"}})
 
 
-@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
-def test_module_call_is_bitwise_the_functional_forward(tied):
-  config = _config(tie_word_embeddings=tied)
+@pytest.mark.parametrize("tied, family", [(False, {}), (True, {}),
+                                           (False, dict(model_type="qwen3", head_dim=6))],
+                         ids=["untied", "tied", "qwen3"])
+def test_module_call_is_bitwise_the_functional_forward(tied, family):
+  config = _config(tie_word_embeddings=tied, **family)
   params = jax.tree_util.tree_map(jnp.asarray, cases.make_params(config))
   model = modules.from_params(config, params)
   tokens, mask = _tokens(config)
