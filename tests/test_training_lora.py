@@ -182,18 +182,20 @@ def test_config_fields():
     config.check_resume_compatible(old, new)
 
 
-def _smoke_lora(**overrides):
+def _smoke_lora(family=None, **overrides):
+  """The CI smoke pipeline with rank-4 LoRA; ``family={"model_type": "qwen3", "head_dim": 24}`` for a Qwen3."""
   from experiments.configs import cpu  # pylint: disable=g-import-not-at-top
   cfg = cpu.smoke()
-  cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, lora_rank=4, lora_alpha=8),
+  cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, lora_rank=4, lora_alpha=8, **(family or {})),
                             algorithm=dataclasses.replace(cfg.algorithm, learning_rate=1e-2))
   return dataclasses.replace(cfg, **overrides)
 
 
 @pytest.mark.slow
-def test_cpu_ngrpo_with_lora_trains_end_to_end_and_exports(tmp_path):
+@pytest.mark.parametrize("family", [None, {"model_type": "qwen3", "head_dim": 24}], ids=["qwen2", "qwen3"])
+def test_cpu_ngrpo_with_lora_trains_end_to_end_and_exports(tmp_path, family):
   from ngrpo_jax.training import loop  # pylint: disable=g-import-not-at-top
-  cfg = _smoke_lora()
+  cfg = _smoke_lora(family)
   log = io.StringIO()
   summary = loop.run(cfg, tmp_path, log_stream=log)
   assert summary["rl_steps_done"] == cfg.rl_steps
@@ -215,7 +217,8 @@ def test_cpu_ngrpo_with_lora_trains_end_to_end_and_exports(tmp_path):
   adapters, lc = lora.load_peft_adapter(tmp_path / "peft_adapter", raw["ref_params"])
   assert lc == cfg.model.lora_config()
   assert _leaves_equal(adapters, raw["params"]["lora"])
-  _, exported = hf_checkpoint.load_pretrained(tmp_path / "hf_export")
+  exported_config, exported = hf_checkpoint.load_pretrained(tmp_path / "hf_export")
+  assert exported_config.model_type == cfg.model.model_type
   merged = lora.merge_params(raw["ref_params"], raw["params"]["lora"], lc)
   for x, y in zip(jax.tree_util.tree_leaves(exported), jax.tree_util.tree_leaves(merged)):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-6)
