@@ -193,3 +193,21 @@ def test_corpus_heldout_sample(pool):
   correct = sum(r.equivalent == c["equivalent"] for c, r in zip(cases, results))
   assert not fp
   assert correct >= 0.99 * len(cases)
+
+
+def test_benchmark_slowest_listing_hides_heldout_answers(capsys):
+  """``checker_benchmark.py --slowest`` shows the text of tune-side cases only (held-out answers stay hidden)."""
+  spec = importlib.util.spec_from_file_location("checker_benchmark", REPO_ROOT / "benchmarks" / "checker_benchmark.py")
+  bench = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(bench)
+
+  class R:  # the fields of a GradeResult that the listing reads
+    def __init__(self, seconds):
+      self.seconds, self.timed_out, self.rule, self.pred_answer = seconds, False, "symbolic", "P"
+
+  cases = [{"id": 1, "split": "tune", "gold": "TUNEGOLD"}, {"id": 2, "split": "heldout", "gold": "HELDGOLD"}]
+  bench.print_slowest(cases, [R(0.1), R(0.2)], 2)
+  out = capsys.readouterr().out
+  assert "TUNEGOLD" in out and "HELDGOLD" not in out and out.index("id=2") < out.index("id=1")
+  bench.print_slowest(cases[:1], [R(0.1)], 1, hide_text=True)
+  assert "TUNEGOLD" not in capsys.readouterr().out
