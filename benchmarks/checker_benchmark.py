@@ -194,6 +194,22 @@ def run_math_verify(cases, num_workers, timeout):
   return metrics, [v for v, _ in out]
 
 
+def print_slowest(cases, results, n, hide_text=False):
+  """Lists the ``n`` slowest checks of our checker (the ones a loaded machine turns into time-outs), slowest
+  first. Policy: gold and extracted answer are printed only for tune-side cases; for a held-out case (split
+  "heldout", or every case of a held-out file when ``hide_text``) only id, kind/transform, seconds and the
+  deciding rule, so that finding slow forms never shows held-out answers to whoever tunes the checker."""
+  order = sorted(range(len(cases)), key=lambda k: -results[k].seconds)[:n]
+  print(f"== {len(order)} slowest checks (ngrpo_jax.grading)")
+  for k in order:
+    c, r = cases[k], results[k]
+    line = (f"  {r.seconds * 1e3:8.1f} ms  id={c.get('id')} split={c.get('split', '')} "
+            f"kind={c.get('kind')}/{c.get('transform')} timed_out={r.timed_out} rule={r.rule}")
+    if not hide_text and c.get("split", "") != "heldout":
+      line += f" gold={c['gold']!r} pred={r.pred_answer!r}"
+    print(line)
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--cases", default=str(_REPO_ROOT.parent / "shared" / "checker_cases_public.jsonl"),
@@ -206,6 +222,8 @@ def main(argv=None):
   parser.add_argument("--timeout", type=float, default=1.0)
   parser.add_argument("--compare_math_verify", action="store_true")
   parser.add_argument("--show_errors", action="store_true", help="print every misgraded case")
+  parser.add_argument("--slowest", type=int, default=0,
+                      help="list the N slowest checks of our checker (text shown for non-held-out cases only)")
   parser.add_argument("--json_out", default="", help="optional path for the metrics as JSON")
   args = parser.parse_args(argv)
   cases = load_cases(args.cases, args.split)
@@ -225,6 +243,8 @@ def main(argv=None):
       if r.equivalent != c["equivalent"]:
         print(f"  MISS id={c['id']} kind={c.get('kind')}/{c.get('transform')} label={c['equivalent']} "
               f"gold={c['gold']!r} pred={r.pred_answer!r} rule={r.rule} reason={r.reason}")
+  if args.slowest > 0:
+    print_slowest(cases, results, args.slowest, hide_text=args.cases == "heldout_v2")
   if args.compare_math_verify and args.disagreements:
     with open(args.disagreements, "w", encoding="utf-8") as f:
       for c, r, v in zip(cases, results, mv_verdicts):

@@ -12,6 +12,12 @@ processes, so it gets the same hard time bound. ``math_verify`` is imported lazi
 only when this backend is used; it is not a dependency of the library (``pip install math-verify==0.9.0``).
 Its policies differ from ours (see ``docs/grading.md``): e.g. it repairs a truncated ``\\boxed{`` and it
 accepts a decimal rounded to the gold's precision.
+
+Time bound and import: a worker that has not imported ``math_verify`` yet imports it during its first task,
+and that import counts against the task's bound (on a loaded machine it alone can exceed 1 s, so a correct
+answer would time out). Policy: build the pool with it preloaded when this backend is used —
+``grading.WorkerPool(2, preload=("ngrpo_jax.grading.symbolic", "math_verify"))`` — so the bound covers the
+check alone.
 """
 import importlib.util
 import time
