@@ -153,9 +153,15 @@ def test_math_verify_backend_missing_gives_a_clear_error(monkeypatch):
 @pytest.mark.skipif(importlib.util.find_spec("math_verify") is None, reason="math-verify not installed")
 def test_math_verify_backend():
   # Flaky under load before: the first task in each worker imported math_verify inside the 1 s bound, so on a
-  # busy machine a correct answer timed out. The workers now import it before accepting tasks (preload, the
-  # way a user who picks this backend should build the pool), so the bound covers the check alone.
-  with grading.WorkerPool(2, preload=("ngrpo_jax.grading.symbolic", "math_verify")) as mv_pool:
+  # busy machine a correct answer timed out. The workers now import it before accepting tasks (preload: the
+  # pools Grader / grade_batch build for this backend do it, and a user's own pool with preload_for), so the
+  # bound covers the check alone.
+  assert grading.backends.preload_for("math_verify") == ("ngrpo_jax.grading.symbolic", "math_verify")
+  assert grading.backends.preload_for("sympy") == ("ngrpo_jax.grading.symbolic",)
+  with grading.Grader(2, backend="math_verify") as grader:
+    assert "math_verify" in grader._pool.preload   # pylint: disable=protected-access
+    assert [r.equivalent for r in grader(["3", "3"], ["\\boxed{3}", "\\boxed{5}"])] == [True, False]
+  with grading.WorkerPool(2, preload=grading.backends.preload_for("math_verify")) as mv_pool:
     mv_pool.warm_up()
     results = grading.grade_batch(["\\frac{1}{2}", "3", "(1,2)"], ["\\boxed{0.5}", "\\boxed{4}", "\\boxed{(2,1)}"],
                                   pool=mv_pool, backend="math_verify")

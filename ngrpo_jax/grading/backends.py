@@ -15,9 +15,10 @@ accepts a decimal rounded to the gold's precision.
 
 Time bound and import: a worker that has not imported ``math_verify`` yet imports it during its first task,
 and that import counts against the task's bound (on a loaded machine it alone can exceed 1 s, so a correct
-answer would time out). Policy: build the pool with it preloaded when this backend is used —
-``grading.WorkerPool(2, preload=("ngrpo_jax.grading.symbolic", "math_verify"))`` — so the bound covers the
-check alone.
+answer would time out). Policy: a pool that serves this backend imports it before accepting tasks
+(``preload_for(backend)``; ``Grader`` and ``grade_batch`` build their own pools that way; for a pool of your
+own: ``grading.WorkerPool(2, preload=backends.preload_for("math_verify"))``), so the bound covers the check
+alone.
 """
 import importlib.util
 import time
@@ -30,6 +31,17 @@ from ngrpo_jax.grading import process_pool
 CheckFn = Callable[..., equivalence.GradeResult]
 DEFAULT_BACKEND = "sympy"
 _MATH_VERIFY_FUNCTION = "ngrpo_jax.grading.backends:math_verify_compare"
+
+
+def preload_for(backend: str) -> tuple:
+  """The modules a grading worker imports before its first task when it serves ``backend`` (so no import
+  counts against a check's time bound): the checker's own, plus ``math_verify`` for that backend.
+
+  Raises:
+    ValueError: unknown backend name (as ``get_backend``).
+  """
+  get_backend(backend)
+  return process_pool.DEFAULT_PRELOAD + (("math_verify",) if backend == "math_verify" else ())
 
 
 def _check_math_verify(gold: str, response: str, *, timeout: float = equivalence.DEFAULT_TIMEOUT,

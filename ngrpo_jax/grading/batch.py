@@ -47,7 +47,7 @@ def grade_batch(golds: Sequence[str], responses: Sequence[str], *, num_workers: 
     return []
   own_pool = pool is None
   if own_pool:
-    pool = process_pool.WorkerPool(num_workers, spares=0)
+    pool = process_pool.WorkerPool(num_workers, spares=0, preload=backends.preload_for(backend))
     pool.warm_up()  # start-up is paid once here, not inside the first checks' time budget
   threads = pool.num_workers if not own_pool else num_workers
   try:

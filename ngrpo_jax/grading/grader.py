@@ -30,11 +30,12 @@ class Grader:
       raise ValueError(f"num_workers must be a positive int, got {num_workers!r}")
     if not timeout > 0:
       raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
+    backends.get_backend(backend)               # unknown names fail here, not on the first batch
     self._owns_pool = pool is None
-    self._pool = process_pool.WorkerPool(num_workers) if pool is None else pool
+    self._pool = process_pool.WorkerPool(num_workers, preload=backends.preload_for(backend)) if pool is None \
+        else pool
     self.timeout = float(timeout)
     self.require_boxed = bool(require_boxed)
-    backends.get_backend(backend)               # unknown names fail here, not on the first batch
     self.backend = backend
 
   def __call__(self, golds, responses):

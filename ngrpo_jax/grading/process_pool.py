@@ -36,7 +36,7 @@ from typing import Any, Optional, Sequence
 
 _PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
 _ALLOWED_PREFIX = "ngrpo_jax.grading."
-_DEFAULT_PRELOAD = ("ngrpo_jax.grading.symbolic",)
+DEFAULT_PRELOAD = ("ngrpo_jax.grading.symbolic",)
 
 _BOOTSTRAP = """
 import sys, types
@@ -180,7 +180,7 @@ class WorkerPool:
   """
 
   def __init__(self, num_workers: int = 2, *, memory_limit_mb: int = 2048,
-               preload: Sequence[str] = _DEFAULT_PRELOAD, startup_timeout: float = 120.0, spares: int = 2,
+               preload: Sequence[str] = DEFAULT_PRELOAD, startup_timeout: float = 120.0, spares: int = 2,
                grace: float = 5.0):
     if not isinstance(num_workers, int) or num_workers < 1:
       raise ValueError(f"num_workers must be a positive int, got {num_workers!r}")
@@ -199,6 +199,11 @@ class WorkerPool:
     self._closed = False
     for _ in range(num_workers):
       self._slots.put(None)
+
+  @property
+  def preload(self) -> tuple:
+    """The modules every worker imports before accepting tasks."""
+    return self._preload
 
   def _start(self) -> _Worker:
     worker = _Worker(self._memory_limit_mb, self._preload, self._startup_timeout)
